@@ -1,0 +1,3 @@
+//! The compute boundary between model code and hardware.
+
+pub mod cpu;

@@ -1,0 +1,9 @@
+//! The generation loop: KV cache, sampling, prefill + decode, statistics.
+
+pub mod kv_cache;
+pub mod sampler;
+pub mod session;
+pub mod stats;
+
+pub use sampler::{Sampler, SamplingParams};
+pub use stats::GenerationStats;

@@ -1,0 +1,1 @@
+//! Prefill and the decode loop for one request.
