@@ -2,10 +2,19 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::generate::session::{self, PreparedPrompt};
+use crate::model::config::LlavaConfig;
+use crate::model::llava::Llava;
+use crate::model::preprocess::ImageProcessorConfig;
+use crate::model::weights::Weights;
+use crate::text::{ChatTemplate, TextTokenizer};
 use crate::generate::{GenerationStats, SamplingParams};
 pub use crate::model::preprocess::RgbImage;
 pub use crate::text::{ContentPart, Message};
@@ -24,6 +33,8 @@ pub struct GenerateRequest {
     pub sampling: SamplingParams,
     pub max_tokens: usize,
     pub stop: Vec<String>,
+    /// Keep generating through end-of-sequence tokens (until `max_tokens` or a stop string).
+    pub ignore_eos: bool,
 }
 
 /// Why generation ended.
@@ -41,6 +52,8 @@ pub enum FinishReason {
 pub enum Event {
     /// Text completed by the latest token (may be empty while a character is incomplete).
     Token { id: u32, text: String },
+    /// Text held back in case it began a stop string, released when generation ends.
+    Flush { text: String },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,25 +80,133 @@ pub struct ModelInfo {
     pub backend: String,
 }
 
-pub struct Engine {}
+/// A loaded model with everything needed to turn a conversation into text.
+pub struct Engine {
+    dir: PathBuf,
+    backend: CpuBackend,
+    model: Llava<CpuBackend>,
+    tokenizer: TextTokenizer,
+    template: ChatTemplate,
+    image_processor: ImageProcessorConfig,
+    weight_summary: WeightSummary,
+}
+
+/// Totals over the checkpoint's tensors, for `inspect`.
+struct WeightSummary {
+    parameters: u64,
+    bytes: u64,
+    dtype: String,
+}
+
+impl WeightSummary {
+    fn of(_weights: &Weights) -> Self {
+        WeightSummary { parameters: 0, bytes: 0, dtype: String::new() } // MERGE: weights API
+    }
+}
 
 impl Engine {
-    pub fn load(_dir: &Path, _options: LoadOptions) -> Result<Engine> {
-        todo!()
+    pub fn load(dir: &Path, options: LoadOptions) -> Result<Engine> {
+        if !dir.is_dir() {
+            return Err(Error::model(format!("model directory {} does not exist", dir.display())));
+        }
+        let config = LlavaConfig::from_dir(dir)?;
+        let tokenizer = TextTokenizer::from_dir(dir)?;
+        let template = ChatTemplate::from_dir(dir)?;
+        let image_processor = ImageProcessorConfig::from_dir(dir)?;
+        let size = config.vision.image_size;
+        if image_processor.output_size() != (size, size) {
+            let (h, w) = image_processor.output_size();
+            return Err(Error::model(format!(
+                "the image processor makes {w}×{h} images but the vision tower takes {size}×{size}"
+            )));
+        }
+        let backend = CpuBackend::new(options.threads)?;
+        let weights = Weights::open(dir)?;
+        let weight_summary = WeightSummary::of(&weights);
+        let model = Llava::load(&backend, &weights, config)?;
+        Ok(Engine { dir: dir.to_path_buf(), backend, model, tokenizer, template, image_processor, weight_summary })
     }
 
     pub fn info(&self) -> ModelInfo {
-        todo!()
+        let cfg = &self.model.config;
+        ModelInfo {
+            dir: self.dir.clone(),
+            architecture: "LlavaForConditionalGeneration".to_string(),
+            parameters: self.weight_summary.parameters,
+            dtype: self.weight_summary.dtype.clone(),
+            weight_bytes: self.weight_summary.bytes,
+            vision_layers: cfg.vision.num_hidden_layers,
+            text_layers: cfg.text.num_hidden_layers,
+            hidden_size: cfg.text.hidden_size,
+            image_tokens: cfg.image_seq_len(),
+            context_length: cfg.text.max_position_embeddings,
+            backend: self.backend.description(),
+        }
+    }
+
+    /// Token ids of the rendered conversation, image slots expanded to one id per image
+    /// token. Fails when image parts, `<image>` slots and images do not line up.
+    pub fn prompt_ids(&self, messages: &[Message], n_images: usize) -> Result<Vec<u32>> {
+        let image_parts = messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .filter(|p| matches!(p, ContentPart::Image))
+            .count();
+        if image_parts != n_images {
+            return Err(Error::usage(format!(
+                "the prompt has {image_parts} image slot(s) but {n_images} image(s) were given"
+            )));
+        }
+        let text = self.template.render(messages, true)?;
+        let ids = self.tokenizer.encode(&text, true)?;
+        let image_token = self.model.config.image_token_index;
+        let slots = ids.iter().filter(|&&t| t == image_token).count();
+        if slots != n_images {
+            return Err(Error::usage(format!(
+                "the rendered prompt has {slots} <image> slot(s) but {n_images} image(s) were given"
+            )));
+        }
+        let per_image = self.model.config.image_seq_len();
+        let mut expanded = Vec::with_capacity(ids.len() + n_images * per_image);
+        for id in ids {
+            if id == image_token {
+                expanded.extend(std::iter::repeat_n(image_token, per_image));
+            } else {
+                expanded.push(id);
+            }
+        }
+        Ok(expanded)
     }
 
     /// Runs one generation on the calling thread. `cancel` is polled once per token;
     /// `on_event` sees each token as it is produced.
     pub fn generate(
         &self,
-        _request: &GenerateRequest,
-        _cancel: &AtomicBool,
-        _on_event: &mut dyn FnMut(Event),
+        request: &GenerateRequest,
+        cancel: &AtomicBool,
+        on_event: &mut dyn FnMut(Event),
     ) -> Result<GenerateOutput> {
-        todo!()
+        let ids = self.prompt_ids(&request.messages, request.images.len())?;
+        let context = self.model.config.text.max_position_embeddings;
+        if ids.len() >= context {
+            return Err(Error::input(format!(
+                "the prompt is {} tokens but the model's context window is {context}",
+                ids.len()
+            )));
+        }
+        let mut stats = GenerationStats { vision_tokens_in: request.images.len() * self.model.config.image_seq_len(), ..Default::default() };
+
+        let started = Instant::now();
+        let mut images = Vec::with_capacity(request.images.len());
+        for image in &request.images {
+            let pixels = self.image_processor.preprocess(image)?;
+            let mut embeddings = self.backend.new_tensor();
+            self.model.encode_image(&self.backend, &pixels, &mut embeddings)?;
+            images.push(embeddings);
+        }
+        stats.ms_encode = started.elapsed().as_secs_f64() * 1e3;
+
+        let prompt = PreparedPrompt { ids, images };
+        session::run(&self.backend, &self.model, &self.tokenizer, prompt, request, context, cancel, on_event, stats)
     }
 }

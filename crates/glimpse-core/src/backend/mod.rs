@@ -1,3 +1,89 @@
 //! The compute boundary between model code and hardware.
+//!
+//! Model code (`model/`) is generic over [`Backend`] and never asks where a tensor lives.
+//! Activations are 2-D row-major f32 matrices (`rows` tokens × `cols` features); weights
+//! keep the checkpoint's storage type and are widened to f32 inside the kernels, so a
+//! 16-bit checkpoint stays 16-bit in memory while every sum accumulates in f32.
+//!
+//! Every op writes into a caller-owned output tensor, resizing it as needed; a tensor's
+//! allocation is kept across resizes, so the decode loop reuses the same buffers each step.
 
 pub mod cpu;
+
+use crate::error::Result;
+use crate::model::config::Activation;
+use crate::model::weights::TensorView;
+
+/// Shape and masking of one multi-head attention call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionParams {
+    pub n_heads: usize,
+    /// Key/value heads; `n_heads` must be a multiple (grouped-query attention).
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Causal: query `i` of `nq` sits at key index `n_keys - nq + i` and sees keys up to it.
+    pub causal: bool,
+    pub scale: f32,
+}
+
+pub trait Backend: Send + Sync + 'static {
+    /// A 2-D f32 activation matrix on this backend's device.
+    type Tensor: Send + Sync;
+    /// A parameter tensor in its storage type on this backend's device.
+    type Weight: Send + Sync;
+
+    /// Human-readable description for `--stats` and `inspect` ("cpu (8 threads)").
+    fn description(&self) -> String;
+
+    /// Copies a checkpoint tensor onto the device, keeping its storage type.
+    fn load_weight(&self, view: &TensorView<'_>) -> Result<Self::Weight>;
+    /// Bytes the weight occupies on the device.
+    fn weight_bytes(&self, weight: &Self::Weight) -> usize;
+
+    /// An empty (0 × 0) tensor to be sized by the first op that writes it.
+    fn new_tensor(&self) -> Self::Tensor;
+    /// (rows, cols) of a tensor.
+    fn shape(&self, t: &Self::Tensor) -> (usize, usize);
+    fn upload(&self, data: &[f32], rows: usize, cols: usize, out: &mut Self::Tensor);
+    fn download(&self, t: &Self::Tensor) -> Vec<f32>;
+    /// Copies one row into `out` (whose length must equal the row width).
+    fn download_row(&self, t: &Self::Tensor, row: usize, out: &mut [f32]);
+
+    /// `out = x · wᵀ (+ bias)`, with `w` of shape `[out_features, in_features]`.
+    fn linear(&self, x: &Self::Tensor, w: &Self::Weight, bias: Option<&Self::Weight>, out: &mut Self::Tensor);
+    /// `out[i] = table[ids[i]]` (embedding lookup); a 1-D table is one row.
+    fn gather_rows(&self, table: &Self::Weight, ids: &[u32], out: &mut Self::Tensor);
+    /// Copies `n` rows of `src` starting at `src_row` into `dst` starting at `dst_row`;
+    /// `dst` must already hold enough rows.
+    fn copy_rows(&self, src: &Self::Tensor, src_row: usize, dst: &mut Self::Tensor, dst_row: usize, n: usize);
+    /// Grows (or shrinks) a tensor to `rows` rows of `cols`, keeping the leading rows' data.
+    fn reserve_rows(&self, t: &mut Self::Tensor, rows: usize, cols: usize);
+    /// `x += y`, elementwise, same shapes.
+    fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor);
+    fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Weight, eps: f32, out: &mut Self::Tensor);
+    fn layer_norm(
+        &self,
+        x: &Self::Tensor,
+        weight: &Self::Weight,
+        bias: &Self::Weight,
+        eps: f32,
+        out: &mut Self::Tensor,
+    );
+    /// Applies an activation in place.
+    fn activate(&self, x: &mut Self::Tensor, act: Activation);
+    /// `gate = act(gate) · up` (SwiGLU-style gated MLP).
+    fn gated_activate(&self, gate: &mut Self::Tensor, up: &Self::Tensor, act: Activation);
+    /// Rotary position embedding (Llama's rotate-half form) on each of the `n_heads`
+    /// heads of every row, row `i` at position `positions[i]`.
+    fn rope(&self, x: &mut Self::Tensor, positions: &[u32], n_heads: usize, head_dim: usize, theta: f32);
+    /// Softmax attention of `q` over the first `n_keys` rows of `k`/`v`.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        n_keys: usize,
+        params: AttentionParams,
+        out: &mut Self::Tensor,
+    );
+}

@@ -1,1 +1,103 @@
 //! Prefill and the decode loop for one request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::sampler::Sampler;
+use super::stats::GenerationStats;
+use crate::backend::Backend;
+use crate::engine::{Event, FinishReason, GenerateOutput, GenerateRequest};
+use crate::error::Result;
+use crate::model::llama::LlamaScratch;
+use crate::model::llava::Llava;
+use crate::text::{IncrementalDetokenizer, StopMatcher, TextTokenizer};
+
+/// A prompt ready for the language model: token ids with image slots expanded, and the
+/// embeddings of each image in slot order.
+pub(crate) struct PreparedPrompt<B: Backend> {
+    pub ids: Vec<u32>,
+    pub images: Vec<B::Tensor>,
+}
+
+/// Runs prefill over the prompt, then samples up to `request.max_tokens` tokens (fewer
+/// if the context window ends first), streaming each through `on_event`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run<B: Backend>(
+    b: &B,
+    model: &Llava<B>,
+    tokenizer: &TextTokenizer,
+    prompt: PreparedPrompt<B>,
+    request: &GenerateRequest,
+    context_len: usize,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+    mut stats: GenerationStats,
+) -> Result<GenerateOutput> {
+    let mut sampler = Sampler::new(request.sampling)?;
+    let n_prompt = prompt.ids.len();
+    let max_new = request.max_tokens.min(context_len - n_prompt);
+    let llama = &model.language;
+    let mut cache = llama.new_cache(b, n_prompt + max_new);
+    let mut scratch = LlamaScratch::new(b);
+    let mut x = b.new_tensor();
+
+    // prefill
+    let started = Instant::now();
+    model.embed_prompt(b, &prompt.ids, &prompt.images, &mut x)?;
+    let positions: Vec<u32> = (0..n_prompt as u32).collect();
+    llama.forward(b, &mut x, &positions, &mut cache, &mut scratch)?;
+    llama.logits_of_last(b, &x, &mut scratch);
+    let mut logits = vec![0f32; llama.config().vocab_size];
+    b.download_row(&scratch.logits, 0, &mut logits);
+    stats.ms_prefill = started.elapsed().as_secs_f64() * 1e3;
+
+    // decode
+    let started = Instant::now();
+    let eos = tokenizer.eos_token_ids();
+    let mut history = prompt.ids;
+    let mut generated = Vec::with_capacity(max_new);
+    let mut detokenizer = IncrementalDetokenizer::new(tokenizer);
+    let mut stop = StopMatcher::new(&request.stop);
+    let mut text = String::new();
+    let finish_reason = loop {
+        if cancel.load(Ordering::Relaxed) {
+            break FinishReason::Cancelled;
+        }
+        if generated.len() == max_new {
+            break FinishReason::Length;
+        }
+        let id = sampler.sample(&mut logits, &history);
+        if !request.ignore_eos && eos.contains(&id) {
+            break FinishReason::Eos;
+        }
+        generated.push(id);
+        history.push(id);
+        let check = stop.push(&detokenizer.push(id)?);
+        text.push_str(&check.emit);
+        on_event(Event::Token { id, text: check.emit });
+        if check.stopped {
+            break FinishReason::Stop;
+        }
+        if generated.len() < max_new {
+            let position = (history.len() - 1) as u32;
+            llama.embed(b, &[id], &mut x);
+            llama.forward(b, &mut x, &[position], &mut cache, &mut scratch)?;
+            llama.logits_of_last(b, &x, &mut scratch);
+            b.download_row(&scratch.logits, 0, &mut logits);
+        }
+    };
+    if finish_reason != FinishReason::Stop {
+        let rest = stop.finish();
+        if !rest.is_empty() {
+            text.push_str(&rest);
+            on_event(Event::Flush { text: rest });
+        }
+    }
+    stats.ms_decode = started.elapsed().as_secs_f64() * 1e3;
+    stats.prompt_tokens = n_prompt;
+    stats.generated_tokens = generated.len();
+    stats.kv_bytes_peak = cache.bytes_in_use();
+    stats.prefill_tokens_per_s = n_prompt as f64 / (stats.ms_prefill / 1e3).max(1e-9);
+    stats.tokens_per_s = generated.len() as f64 / (stats.ms_decode / 1e3).max(1e-9);
+    Ok(GenerateOutput { text, token_ids: generated, finish_reason, stats })
+}

@@ -1,1 +1,186 @@
-//! llama
+//! Llama-family decoder (as transformers' LlamaModel + lm_head): RMSNorm, rotary
+//! positions, grouped-query attention over a KV cache, gated MLP.
+//!
+//! Shapes: `n` tokens, hidden width H, `h` query heads and `kv` key/value heads of
+//! `d` features each.
+
+use super::config::TextConfig;
+use super::{Linear, Loader};
+use crate::backend::{AttentionParams, Backend};
+use crate::error::{Error, Result};
+use crate::generate::kv_cache::KvCache;
+
+struct DecoderLayer<B: Backend> {
+    input_layernorm: B::Weight,
+    q_proj: Linear<B>,
+    k_proj: Linear<B>,
+    v_proj: Linear<B>,
+    o_proj: Linear<B>,
+    post_attention_layernorm: B::Weight,
+    gate_proj: Linear<B>,
+    up_proj: Linear<B>,
+    down_proj: Linear<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    fn load(l: &Loader<'_, B>, cfg: &TextConfig) -> Result<Self> {
+        let (hid, inter, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
+        let (q_out, kv_out) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
+        let attn = l.at("self_attn");
+        let mlp = l.at("mlp");
+        Ok(DecoderLayer {
+            input_layernorm: l.get("input_layernorm.weight", &[hid])?,
+            q_proj: Linear::load(&attn, "q_proj", hid, q_out, cfg.attention_bias)?,
+            k_proj: Linear::load(&attn, "k_proj", hid, kv_out, cfg.attention_bias)?,
+            v_proj: Linear::load(&attn, "v_proj", hid, kv_out, cfg.attention_bias)?,
+            o_proj: Linear::load(&attn, "o_proj", q_out, hid, cfg.attention_bias)?,
+            post_attention_layernorm: l.get("post_attention_layernorm.weight", &[hid])?,
+            gate_proj: Linear::load(&mlp, "gate_proj", hid, inter, cfg.mlp_bias)?,
+            up_proj: Linear::load(&mlp, "up_proj", hid, inter, cfg.mlp_bias)?,
+            down_proj: Linear::load(&mlp, "down_proj", inter, hid, cfg.mlp_bias)?,
+        })
+    }
+}
+
+/// Buffers reused by every layer and every decode step of one generation.
+pub struct LlamaScratch<B: Backend> {
+    normed: B::Tensor,
+    q: B::Tensor,
+    k: B::Tensor,
+    v: B::Tensor,
+    attn: B::Tensor,
+    proj: B::Tensor,
+    gate: B::Tensor,
+    up: B::Tensor,
+    last: B::Tensor,
+    pub logits: B::Tensor,
+}
+
+impl<B: Backend> LlamaScratch<B> {
+    pub fn new(b: &B) -> Self {
+        LlamaScratch {
+            normed: b.new_tensor(),
+            q: b.new_tensor(),
+            k: b.new_tensor(),
+            v: b.new_tensor(),
+            attn: b.new_tensor(),
+            proj: b.new_tensor(),
+            gate: b.new_tensor(),
+            up: b.new_tensor(),
+            last: b.new_tensor(),
+            logits: b.new_tensor(),
+        }
+    }
+}
+
+pub struct Llama<B: Backend> {
+    cfg: TextConfig,
+    embed_tokens: B::Weight,
+    layers: Vec<DecoderLayer<B>>,
+    norm: B::Weight,
+    /// `None` when the output projection is tied to `embed_tokens`.
+    lm_head: Option<B::Weight>,
+}
+
+impl<B: Backend> Llama<B> {
+    /// `model` is the decoder's prefix (`language_model.model`), `lm_head` the output
+    /// projection's full name.
+    pub(crate) fn load(model: &Loader<'_, B>, lm_head: &Loader<'_, B>, cfg: &TextConfig) -> Result<Self> {
+        if cfg.num_key_value_heads == 0 || cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
+            return Err(Error::model(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                cfg.num_attention_heads, cfg.num_key_value_heads
+            )));
+        }
+        let (vocab, hid) = (cfg.vocab_size, cfg.hidden_size);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::load(&model.at(&format!("layers.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let lm_head = if cfg.tie_word_embeddings && !lm_head.contains("weight") {
+            None
+        } else {
+            Some(lm_head.get("weight", &[vocab, hid])?)
+        };
+        Ok(Llama {
+            cfg: cfg.clone(),
+            embed_tokens: model.get("embed_tokens.weight", &[vocab, hid])?,
+            layers,
+            norm: model.get("norm.weight", &[hid])?,
+            lm_head,
+        })
+    }
+
+    pub fn config(&self) -> &TextConfig {
+        &self.cfg
+    }
+
+    /// Width of one cached key (or value) row.
+    pub fn kv_width(&self) -> usize {
+        self.cfg.num_key_value_heads * self.cfg.head_dim
+    }
+
+    pub fn new_cache(&self, b: &B, capacity: usize) -> KvCache<B> {
+        KvCache::new(b, self.layers.len(), capacity, self.kv_width())
+    }
+
+    /// Token embeddings for `ids` into `out` [n, H].
+    pub fn embed(&self, b: &B, ids: &[u32], out: &mut B::Tensor) {
+        b.gather_rows(&self.embed_tokens, ids, out);
+    }
+
+    /// Runs every decoder layer over `x` [n, H] (tokens at `positions`), appending their
+    /// keys and values to `cache`. On return `x` holds the last layer's output (before
+    /// the final norm).
+    pub fn forward(
+        &self,
+        b: &B,
+        x: &mut B::Tensor,
+        positions: &[u32],
+        cache: &mut KvCache<B>,
+        s: &mut LlamaScratch<B>,
+    ) -> Result<()> {
+        let cfg = &self.cfg;
+        let (h, kv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let params = AttentionParams {
+            n_heads: h,
+            n_kv_heads: kv,
+            head_dim: d,
+            causal: true,
+            scale: (d as f32).powf(-0.5),
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            // self-attention block
+            b.rms_norm(x, &layer.input_layernorm, cfg.rms_norm_eps, &mut s.normed);
+            layer.q_proj.forward(b, &s.normed, &mut s.q);
+            layer.k_proj.forward(b, &s.normed, &mut s.k);
+            layer.v_proj.forward(b, &s.normed, &mut s.v);
+            b.rope(&mut s.q, positions, h, d, cfg.rope_theta);
+            b.rope(&mut s.k, positions, kv, d, cfg.rope_theta);
+            cache.append(b, i, &s.k, &s.v, positions)?;
+            let layer_cache = &cache.layers[i];
+            b.attention(&s.q, &layer_cache.k, &layer_cache.v, layer_cache.len, params, &mut s.attn);
+            layer.o_proj.forward(b, &s.attn, &mut s.proj);
+            b.add(x, &s.proj);
+
+            // gated MLP block
+            b.rms_norm(x, &layer.post_attention_layernorm, cfg.rms_norm_eps, &mut s.normed);
+            layer.gate_proj.forward(b, &s.normed, &mut s.gate);
+            layer.up_proj.forward(b, &s.normed, &mut s.up);
+            b.gated_activate(&mut s.gate, &s.up, cfg.hidden_act);
+            layer.down_proj.forward(b, &s.gate, &mut s.proj);
+            b.add(x, &s.proj);
+        }
+        Ok(())
+    }
+
+    /// Logits of the last row of `x` into `s.logits` [1, vocab]: only the next token's
+    /// distribution is ever needed, so the vocabulary projection skips the other rows.
+    pub fn logits_of_last(&self, b: &B, x: &B::Tensor, s: &mut LlamaScratch<B>) {
+        let (n, hid) = b.shape(x);
+        b.reserve_rows(&mut s.last, 1, hid);
+        b.copy_rows(x, n - 1, &mut s.last, 0, 1);
+        b.rms_norm(&s.last, &self.norm, self.cfg.rms_norm_eps, &mut s.normed);
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        b.linear(&s.normed, head, None, &mut s.logits);
+    }
+}

@@ -1,1 +1,79 @@
-//! llava
+//! LLaVA: CLIP vision tower → projector → Llama, with image features spliced into the
+//! token embeddings where the prompt holds image tokens.
+
+use super::clip::ClipVision;
+use super::config::LlavaConfig;
+use super::llama::Llama;
+use super::projector::Projector;
+use super::weights::Weights;
+use super::Loader;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+
+/// Checkpoint prefixes (llava-hf on-disk names; `Weights` resolves the other layouts).
+const VISION_PREFIX: &str = "vision_tower.vision_model";
+const PROJECTOR_PREFIX: &str = "multi_modal_projector";
+const DECODER_PREFIX: &str = "language_model.model";
+const LM_HEAD_PREFIX: &str = "language_model.lm_head";
+
+pub struct Llava<B: Backend> {
+    pub config: LlavaConfig,
+    pub vision: ClipVision<B>,
+    pub projector: Projector<B>,
+    pub language: Llama<B>,
+}
+
+impl<B: Backend> Llava<B> {
+    pub fn load(b: &B, weights: &Weights, config: LlavaConfig) -> Result<Self> {
+        let vision = ClipVision::load(&Loader::new(weights, b, VISION_PREFIX), &config)?;
+        let projector = Projector::load(&Loader::new(weights, b, PROJECTOR_PREFIX), &config)?;
+        let language = Llama::load(
+            &Loader::new(weights, b, DECODER_PREFIX),
+            &Loader::new(weights, b, LM_HEAD_PREFIX),
+            &config.text,
+        )?;
+        Ok(Llava { config, vision, projector, language })
+    }
+
+    /// One image's pixel values → its language-model embeddings `out` [tokens, H].
+    pub fn encode_image(&self, b: &B, pixels: &[f32], out: &mut B::Tensor) -> Result<()> {
+        let mut features = b.new_tensor();
+        self.vision.forward(b, pixels, &mut features)?;
+        self.projector.forward(b, &features, out);
+        Ok(())
+    }
+
+    /// Embeds `ids` into `out` [n, H], replacing each run of image tokens by the next
+    /// image's embeddings. The run lengths must match the images' token counts.
+    pub fn embed_prompt(&self, b: &B, ids: &[u32], images: &[B::Tensor], out: &mut B::Tensor) -> Result<()> {
+        let image_token = self.config.image_token_index;
+        // Image tokens may sit outside the embedding table; their rows are overwritten anyway.
+        let text_ids: Vec<u32> = ids.iter().map(|&t| if t == image_token { 0 } else { t }).collect();
+        self.language.embed(b, &text_ids, out);
+
+        let mut images = images.iter();
+        let mut i = 0;
+        while i < ids.len() {
+            if ids[i] != image_token {
+                i += 1;
+                continue;
+            }
+            let run = ids[i..].iter().take_while(|&&t| t == image_token).count();
+            let image = images
+                .next()
+                .ok_or_else(|| Error::usage("the prompt has more image slots than images were given"))?;
+            let rows = b.shape(image).0;
+            if run != rows {
+                return Err(Error::internal(format!(
+                    "an image slot of {run} tokens cannot hold {rows} image embeddings"
+                )));
+            }
+            b.copy_rows(image, 0, out, i, rows);
+            i += run;
+        }
+        if images.next().is_some() {
+            return Err(Error::usage("more images were given than the prompt has image slots"));
+        }
+        Ok(())
+    }
+}

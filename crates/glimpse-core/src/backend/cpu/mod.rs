@@ -1,1 +1,137 @@
-//! CPU backend.
+//! CPU backend: f32 compute on a private rayon thread pool, matrix products through `gemm`.
+
+mod attention;
+mod matmul;
+mod ops;
+mod tensor;
+
+pub use tensor::{CpuTensor, CpuWeight};
+
+use crate::backend::{AttentionParams, Backend};
+use crate::error::{Error, Result};
+use crate::model::config::Activation;
+use crate::model::weights::TensorView;
+
+pub struct CpuBackend {
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl CpuBackend {
+    /// `threads = None` uses every available core.
+    pub fn new(threads: Option<usize>) -> Result<Self> {
+        let threads = match threads {
+            Some(0) => return Err(Error::usage("--threads must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("glimpse-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::internal(format!("cannot start {threads} CPU threads: {e}")))?;
+        Ok(CpuBackend { pool, threads })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+    type Weight = CpuWeight;
+
+    fn description(&self) -> String {
+        format!("cpu ({} threads)", self.threads)
+    }
+
+    fn load_weight(&self, view: &TensorView<'_>) -> Result<CpuWeight> {
+        CpuWeight::from_view(view)
+    }
+
+    fn weight_bytes(&self, weight: &CpuWeight) -> usize {
+        weight.bytes()
+    }
+
+    fn new_tensor(&self) -> CpuTensor {
+        CpuTensor::default()
+    }
+
+    fn shape(&self, t: &CpuTensor) -> (usize, usize) {
+        (t.rows, t.cols)
+    }
+
+    fn upload(&self, data: &[f32], rows: usize, cols: usize, out: &mut CpuTensor) {
+        assert_eq!(data.len(), rows * cols, "upload: data length does not match shape");
+        out.resize(rows, cols);
+        out.data.copy_from_slice(data);
+    }
+
+    fn download(&self, t: &CpuTensor) -> Vec<f32> {
+        t.data.clone()
+    }
+
+    fn download_row(&self, t: &CpuTensor, row: usize, out: &mut [f32]) {
+        out.copy_from_slice(t.row(row));
+    }
+
+    fn linear(&self, x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuTensor) {
+        self.pool.install(|| matmul::linear(x, w, bias, out, self.threads));
+    }
+
+    fn gather_rows(&self, table: &CpuWeight, ids: &[u32], out: &mut CpuTensor) {
+        self.pool.install(|| ops::gather_rows(table, ids, out));
+    }
+
+    fn copy_rows(&self, src: &CpuTensor, src_row: usize, dst: &mut CpuTensor, dst_row: usize, n: usize) {
+        assert_eq!(src.cols, dst.cols, "copy_rows: widths differ");
+        assert!(src_row + n <= src.rows && dst_row + n <= dst.rows, "copy_rows: out of range");
+        let c = src.cols;
+        dst.data[dst_row * c..(dst_row + n) * c].copy_from_slice(&src.data[src_row * c..(src_row + n) * c]);
+    }
+
+    fn reserve_rows(&self, t: &mut CpuTensor, rows: usize, cols: usize) {
+        assert!(t.rows == 0 || t.cols == cols, "reserve_rows: width changes");
+        t.resize(rows, cols);
+    }
+
+    fn add(&self, x: &mut CpuTensor, y: &CpuTensor) {
+        self.pool.install(|| ops::add(x, y));
+    }
+
+    fn rms_norm(&self, x: &CpuTensor, weight: &CpuWeight, eps: f32, out: &mut CpuTensor) {
+        self.pool.install(|| ops::rms_norm(x, weight, eps, out));
+    }
+
+    fn layer_norm(&self, x: &CpuTensor, weight: &CpuWeight, bias: &CpuWeight, eps: f32, out: &mut CpuTensor) {
+        self.pool.install(|| ops::layer_norm(x, weight, bias, eps, out));
+    }
+
+    fn activate(&self, x: &mut CpuTensor, act: Activation) {
+        self.pool.install(|| ops::activate(x, act));
+    }
+
+    fn gated_activate(&self, gate: &mut CpuTensor, up: &CpuTensor, act: Activation) {
+        self.pool.install(|| ops::gated_activate(gate, up, act));
+    }
+
+    fn rope(&self, x: &mut CpuTensor, positions: &[u32], n_heads: usize, head_dim: usize, theta: f32) {
+        self.pool.install(|| ops::rope(x, positions, n_heads, head_dim, theta));
+    }
+
+    fn attention(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        n_keys: usize,
+        params: AttentionParams,
+        out: &mut CpuTensor,
+    ) {
+        self.pool.install(|| attention::attention(q, k, v, n_keys, params, out));
+    }
+}
+
+#[cfg(test)]
+mod tests;
