@@ -9,14 +9,14 @@ use serde::Serialize;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::generate::session::{self, PreparedPrompt};
+use crate::generate::session::{self, DecodeState, PreparedPrompt};
+use crate::generate::{GenerationStats, SamplingParams};
 use crate::model::config::LlavaConfig;
 use crate::model::llava::Llava;
 use crate::model::preprocess::ImageProcessorConfig;
+pub use crate::model::preprocess::RgbImage;
 use crate::model::weights::Weights;
 use crate::text::{ChatTemplate, TextTokenizer};
-use crate::generate::{GenerationStats, SamplingParams};
-pub use crate::model::preprocess::RgbImage;
 pub use crate::text::{ContentPart, Message};
 
 #[derive(Debug, Clone, Default)]
@@ -100,14 +100,21 @@ struct WeightSummary {
 
 impl WeightSummary {
     fn of(_weights: &Weights) -> Self {
-        WeightSummary { parameters: 0, bytes: 0, dtype: String::new() } // MERGE: weights API
+        WeightSummary {
+            parameters: 0,
+            bytes: 0,
+            dtype: String::new(),
+        } // MERGE: weights API
     }
 }
 
 impl Engine {
     pub fn load(dir: &Path, options: LoadOptions) -> Result<Engine> {
         if !dir.is_dir() {
-            return Err(Error::model(format!("model directory {} does not exist", dir.display())));
+            return Err(Error::model(format!(
+                "model directory {} does not exist",
+                dir.display()
+            )));
         }
         let config = LlavaConfig::from_dir(dir)?;
         let tokenizer = TextTokenizer::from_dir(dir)?;
@@ -124,7 +131,15 @@ impl Engine {
         let weights = Weights::open(dir)?;
         let weight_summary = WeightSummary::of(&weights);
         let model = Llava::load(&backend, &weights, config)?;
-        Ok(Engine { dir: dir.to_path_buf(), backend, model, tokenizer, template, image_processor, weight_summary })
+        Ok(Engine {
+            dir: dir.to_path_buf(),
+            backend,
+            model,
+            tokenizer,
+            template,
+            image_processor,
+            weight_summary,
+        })
     }
 
     pub fn info(&self) -> ModelInfo {
@@ -186,6 +201,31 @@ impl Engine {
         cancel: &AtomicBool,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<GenerateOutput> {
+        let (prompt, stats) = self.prepare(request)?;
+        let context = self.model.config.text.max_position_embeddings;
+        session::run(
+            &self.backend,
+            &self.model,
+            &self.tokenizer,
+            prompt,
+            request,
+            context,
+            cancel,
+            on_event,
+            stats,
+        )
+    }
+
+    /// Logits for the token that would follow the prompt (no sampling, nothing streamed):
+    /// what parity checks against reference implementations and answer scoring need.
+    pub fn next_token_logits(&self, request: &GenerateRequest) -> Result<Vec<f32>> {
+        let (prompt, _) = self.prepare(request)?;
+        let mut state = DecodeState::new(&self.backend, &self.model, prompt.ids.len());
+        state.prefill(&self.backend, &self.model, &prompt)
+    }
+
+    /// Tokenizes the conversation, checks it fits the context and encodes its images.
+    fn prepare(&self, request: &GenerateRequest) -> Result<(PreparedPrompt<CpuBackend>, GenerationStats)> {
         let ids = self.prompt_ids(&request.messages, request.images.len())?;
         let context = self.model.config.text.max_position_embeddings;
         if ids.len() >= context {
@@ -194,8 +234,10 @@ impl Engine {
                 ids.len()
             )));
         }
-        let mut stats = GenerationStats { vision_tokens_in: request.images.len() * self.model.config.image_seq_len(), ..Default::default() };
-
+        let mut stats = GenerationStats {
+            vision_tokens_in: request.images.len() * self.model.config.image_seq_len(),
+            ..Default::default()
+        };
         let started = Instant::now();
         let mut images = Vec::with_capacity(request.images.len());
         for image in &request.images {
@@ -205,8 +247,6 @@ impl Engine {
             images.push(embeddings);
         }
         stats.ms_encode = started.elapsed().as_secs_f64() * 1e3;
-
-        let prompt = PreparedPrompt { ids, images };
-        session::run(&self.backend, &self.model, &self.tokenizer, prompt, request, context, cancel, on_event, stats)
+        Ok((PreparedPrompt { ids, images }, stats))
     }
 }

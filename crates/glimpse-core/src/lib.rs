@@ -12,4 +12,5 @@ pub mod model;
 pub mod text;
 
 pub use engine::{Engine, Event, GenerateRequest, LoadOptions};
+pub use text::{ContentPart, Message};
 pub use error::{Error, ErrorKind, Result};

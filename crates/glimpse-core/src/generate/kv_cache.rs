@@ -31,10 +31,19 @@ impl<B: Backend> KvCache<B> {
                 let (mut k, mut v) = (b.new_tensor(), b.new_tensor());
                 b.reserve_rows(&mut k, capacity, width);
                 b.reserve_rows(&mut v, capacity, width);
-                LayerCache { k, v, len: 0, positions: Vec::with_capacity(capacity) }
+                LayerCache {
+                    k,
+                    v,
+                    len: 0,
+                    positions: Vec::with_capacity(capacity),
+                }
             })
             .collect();
-        KvCache { layers, capacity, width }
+        KvCache {
+            layers,
+            capacity,
+            width,
+        }
     }
 
     /// Appends new keys/values (one row per token) to a layer.
@@ -56,6 +65,9 @@ impl<B: Backend> KvCache<B> {
 
     /// Bytes of keys and values currently held (f32 rows), summed over layers.
     pub fn bytes_in_use(&self) -> usize {
-        self.layers.iter().map(|l| l.len * self.width * 2 * std::mem::size_of::<f32>()).sum()
+        self.layers
+            .iter()
+            .map(|l| l.len * self.width * 2 * std::mem::size_of::<f32>())
+            .sum()
     }
 }

@@ -3,12 +3,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use super::kv_cache::KvCache;
 use super::sampler::Sampler;
 use super::stats::GenerationStats;
 use crate::backend::Backend;
 use crate::engine::{Event, FinishReason, GenerateOutput, GenerateRequest};
 use crate::error::Result;
-use crate::model::llama::LlamaScratch;
+use crate::model::llama::{Llama, LlamaScratch};
 use crate::model::llava::Llava;
 use crate::text::{IncrementalDetokenizer, StopMatcher, TextTokenizer};
 
@@ -37,18 +38,10 @@ pub(crate) fn run<B: Backend>(
     let n_prompt = prompt.ids.len();
     let max_new = request.max_tokens.min(context_len - n_prompt);
     let llama = &model.language;
-    let mut cache = llama.new_cache(b, n_prompt + max_new);
-    let mut scratch = LlamaScratch::new(b);
-    let mut x = b.new_tensor();
+    let mut state = DecodeState::new(b, model, n_prompt + max_new);
 
-    // prefill
     let started = Instant::now();
-    model.embed_prompt(b, &prompt.ids, &prompt.images, &mut x)?;
-    let positions: Vec<u32> = (0..n_prompt as u32).collect();
-    llama.forward(b, &mut x, &positions, &mut cache, &mut scratch)?;
-    llama.logits_of_last(b, &x, &mut scratch);
-    let mut logits = vec![0f32; llama.config().vocab_size];
-    b.download_row(&scratch.logits, 0, &mut logits);
+    let mut logits = state.prefill(b, model, &prompt)?;
     stats.ms_prefill = started.elapsed().as_secs_f64() * 1e3;
 
     // decode
@@ -79,11 +72,7 @@ pub(crate) fn run<B: Backend>(
             break FinishReason::Stop;
         }
         if generated.len() < max_new {
-            let position = (history.len() - 1) as u32;
-            llama.embed(b, &[id], &mut x);
-            llama.forward(b, &mut x, &[position], &mut cache, &mut scratch)?;
-            llama.logits_of_last(b, &x, &mut scratch);
-            b.download_row(&scratch.logits, 0, &mut logits);
+            state.step(b, llama, id, (history.len() - 1) as u32, &mut logits)?;
         }
     };
     if finish_reason != FinishReason::Stop {
@@ -96,8 +85,52 @@ pub(crate) fn run<B: Backend>(
     stats.ms_decode = started.elapsed().as_secs_f64() * 1e3;
     stats.prompt_tokens = n_prompt;
     stats.generated_tokens = generated.len();
-    stats.kv_bytes_peak = cache.bytes_in_use();
+    stats.kv_bytes_peak = state.cache.bytes_in_use();
     stats.prefill_tokens_per_s = n_prompt as f64 / (stats.ms_prefill / 1e3).max(1e-9);
     stats.tokens_per_s = generated.len() as f64 / (stats.ms_decode / 1e3).max(1e-9);
-    Ok(GenerateOutput { text, token_ids: generated, finish_reason, stats })
+    Ok(GenerateOutput {
+        text,
+        token_ids: generated,
+        finish_reason,
+        stats,
+    })
+}
+
+/// The language model's state during one generation: its KV cache and working buffers.
+pub(crate) struct DecodeState<B: Backend> {
+    cache: KvCache<B>,
+    scratch: LlamaScratch<B>,
+    hidden: B::Tensor,
+}
+
+impl<B: Backend> DecodeState<B> {
+    /// Allocates everything a generation of up to `capacity` tokens needs.
+    pub(crate) fn new(b: &B, model: &Llava<B>, capacity: usize) -> Self {
+        DecodeState {
+            cache: model.language.new_cache(b, capacity),
+            scratch: LlamaScratch::new(b),
+            hidden: b.new_tensor(),
+        }
+    }
+
+    /// Runs the whole prompt through the model and returns the next token's logits.
+    pub(crate) fn prefill(&mut self, b: &B, model: &Llava<B>, prompt: &PreparedPrompt<B>) -> Result<Vec<f32>> {
+        let llama = &model.language;
+        model.embed_prompt(b, &prompt.ids, &prompt.images, &mut self.hidden)?;
+        let positions: Vec<u32> = (0..prompt.ids.len() as u32).collect();
+        llama.forward(b, &mut self.hidden, &positions, &mut self.cache, &mut self.scratch)?;
+        llama.logits_of_last(b, &self.hidden, &mut self.scratch);
+        let mut logits = vec![0f32; llama.config().vocab_size];
+        b.download_row(&self.scratch.logits, 0, &mut logits);
+        Ok(logits)
+    }
+
+    /// Feeds one token at `position` and writes the following token's logits.
+    fn step(&mut self, b: &B, llama: &Llama<B>, id: u32, position: u32, logits: &mut [f32]) -> Result<()> {
+        llama.embed(b, &[id], &mut self.hidden);
+        llama.forward(b, &mut self.hidden, &[position], &mut self.cache, &mut self.scratch)?;
+        llama.logits_of_last(b, &self.hidden, &mut self.scratch);
+        b.download_row(&self.scratch.logits, 0, logits);
+        Ok(())
+    }
 }

@@ -18,7 +18,10 @@ struct LayerNorm<B: Backend> {
 impl<B: Backend> LayerNorm<B> {
     fn load(l: &Loader<'_, B>, name: &str, d: usize) -> Result<Self> {
         let l = l.at(name);
-        Ok(LayerNorm { weight: l.get("weight", &[d])?, bias: l.get("bias", &[d])? })
+        Ok(LayerNorm {
+            weight: l.get("weight", &[d])?,
+            bias: l.get("bias", &[d])?,
+        })
     }
 }
 
@@ -123,7 +126,13 @@ impl<B: Backend> ClipVision<B> {
         }
         let mut x = self.embed(b, pixels);
         let mut normed = b.new_tensor();
-        b.layer_norm(&x, &self.pre_layrnorm.weight, &self.pre_layrnorm.bias, self.cfg.layer_norm_eps, &mut normed);
+        b.layer_norm(
+            &x,
+            &self.pre_layrnorm.weight,
+            &self.pre_layrnorm.bias,
+            self.cfg.layer_norm_eps,
+            &mut normed,
+        );
         std::mem::swap(&mut x, &mut normed);
 
         let mut scratch = Scratch {
@@ -153,7 +162,12 @@ impl<B: Backend> ClipVision<B> {
     /// `[CLS; patches] + positions`: patches go through the stride-p convolution, written
     /// as a matrix product over unfolded patches.
     fn embed(&self, b: &B, pixels: &[f32]) -> B::Tensor {
-        let (c, s, p, d) = (self.cfg.num_channels, self.cfg.image_size, self.cfg.patch_size, self.cfg.hidden_size);
+        let (c, s, p, d) = (
+            self.cfg.num_channels,
+            self.cfg.image_size,
+            self.cfg.patch_size,
+            self.cfg.hidden_size,
+        );
         let g = self.grid();
         let n = g * g;
         let mut patches_host = vec![0f32; n * c * p * p];
@@ -189,7 +203,13 @@ impl<B: Backend> ClipVision<B> {
         let n = b.shape(x).0;
 
         // self-attention block (pre-norm, residual)
-        b.layer_norm(x, &layer.layer_norm1.weight, &layer.layer_norm1.bias, eps, &mut s.normed);
+        b.layer_norm(
+            x,
+            &layer.layer_norm1.weight,
+            &layer.layer_norm1.bias,
+            eps,
+            &mut s.normed,
+        );
         layer.q_proj.forward(b, &s.normed, &mut s.q);
         layer.k_proj.forward(b, &s.normed, &mut s.k);
         layer.v_proj.forward(b, &s.normed, &mut s.v);
@@ -205,11 +225,16 @@ impl<B: Backend> ClipVision<B> {
         b.add(x, &s.proj);
 
         // MLP block (pre-norm, residual)
-        b.layer_norm(x, &layer.layer_norm2.weight, &layer.layer_norm2.bias, eps, &mut s.normed);
+        b.layer_norm(
+            x,
+            &layer.layer_norm2.weight,
+            &layer.layer_norm2.bias,
+            eps,
+            &mut s.normed,
+        );
         layer.fc1.forward(b, &s.normed, &mut s.mlp);
         b.activate(&mut s.mlp, self.cfg.hidden_act);
         layer.fc2.forward(b, &s.mlp, &mut s.proj);
         b.add(x, &s.proj);
     }
 }
-

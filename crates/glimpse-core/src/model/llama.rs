@@ -158,7 +158,14 @@ impl<B: Backend> Llama<B> {
             b.rope(&mut s.k, positions, kv, d, cfg.rope_theta);
             cache.append(b, i, &s.k, &s.v, positions)?;
             let layer_cache = &cache.layers[i];
-            b.attention(&s.q, &layer_cache.k, &layer_cache.v, layer_cache.len, params, &mut s.attn);
+            b.attention(
+                &s.q,
+                &layer_cache.k,
+                &layer_cache.v,
+                layer_cache.len,
+                params,
+                &mut s.attn,
+            );
             layer.o_proj.forward(b, &s.attn, &mut s.proj);
             b.add(x, &s.proj);
 

@@ -32,7 +32,12 @@ impl<B: Backend> Llava<B> {
             &Loader::new(weights, b, LM_HEAD_PREFIX),
             &config.text,
         )?;
-        Ok(Llava { config, vision, projector, language })
+        Ok(Llava {
+            config,
+            vision,
+            projector,
+            language,
+        })
     }
 
     /// One image's pixel values → its language-model embeddings `out` [tokens, H].

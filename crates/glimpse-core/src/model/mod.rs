@@ -22,11 +22,19 @@ pub(crate) struct Loader<'a, B: Backend> {
 
 impl<'a, B: Backend> Loader<'a, B> {
     pub(crate) fn new(weights: &'a Weights, backend: &'a B, prefix: &str) -> Self {
-        Loader { weights, backend, prefix: prefix.to_string() }
+        Loader {
+            weights,
+            backend,
+            prefix: prefix.to_string(),
+        }
     }
 
     pub(crate) fn at(&self, path: &str) -> Self {
-        Loader { weights: self.weights, backend: self.backend, prefix: self.name(path) }
+        Loader {
+            weights: self.weights,
+            backend: self.backend,
+            prefix: self.name(path),
+        }
     }
 
     fn name(&self, leaf: &str) -> String {
@@ -63,7 +71,13 @@ pub(crate) struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
-    pub(crate) fn load(l: &Loader<'_, B>, name: &str, in_features: usize, out_features: usize, bias: bool) -> Result<Self> {
+    pub(crate) fn load(
+        l: &Loader<'_, B>,
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let l = l.at(name);
         Ok(Linear {
             weight: l.get("weight", &[out_features, in_features])?,

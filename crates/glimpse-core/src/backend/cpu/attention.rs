@@ -27,7 +27,10 @@ pub(crate) fn attention(
     let (nq, d) = (q.rows, p.head_dim);
     assert_eq!(q.cols, p.n_heads * d, "attention: query width");
     assert_eq!(k.cols, p.n_kv_heads * d, "attention: key width");
-    assert!(k.rows >= n_keys && v.rows >= n_keys, "attention: fewer key rows than n_keys");
+    assert!(
+        k.rows >= n_keys && v.rows >= n_keys,
+        "attention: fewer key rows than n_keys"
+    );
     assert!(!p.causal || n_keys >= nq, "attention: causal queries beyond the keys");
     let group = p.n_heads / p.n_kv_heads;
     let kv_cols = k.cols;

@@ -20,7 +20,11 @@ const GEMV_ROWS_PER_TASK: usize = 32;
 
 pub(crate) fn linear(x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuTensor, threads: usize) {
     let (m, k, n) = (x.rows, x.cols, w.rows);
-    assert_eq!(k, w.cols, "linear: input width {k} does not match weight width {}", w.cols);
+    assert_eq!(
+        k, w.cols,
+        "linear: input width {k} does not match weight width {}",
+        w.cols
+    );
     out.resize(m, n);
     if m <= GEMV_MAX_ROWS {
         for r in 0..m {
@@ -34,7 +38,9 @@ pub(crate) fn linear(x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out
         for j0 in (0..n).step_by(block) {
             let rows = block.min(n - j0);
             let buf = &mut widened[..rows * k];
-            buf.par_chunks_mut(k).enumerate().for_each(|(i, row)| w.read_f32((j0 + i) * k, row));
+            buf.par_chunks_mut(k)
+                .enumerate()
+                .for_each(|(i, row)| w.read_f32((j0 + i) * k, row));
             gemm_rows(m, rows, k, &x.data, buf, &mut out.data[j0..], n, threads);
         }
     }
@@ -52,7 +58,11 @@ pub(crate) fn linear(x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out
 fn gemm_rows(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], dst: &mut [f32], dst_stride: usize, threads: usize) {
     debug_assert!(x.len() >= m * k && w.len() >= n * k);
     debug_assert!(dst.len() >= (m - 1) * dst_stride + n);
-    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
     // SAFETY: the pointers and strides describe in-bounds row-major matrices (asserted
     // above): dst [m, n] with row stride dst_stride, lhs x [m, k], rhs wᵀ [k, n] read from
     // w [n, k] by swapping strides. read_dst = false, so alpha is ignored and dst := x·wᵀ.
@@ -85,27 +95,31 @@ fn gemm_rows(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], dst: &mut [f32]
 fn gemv(x: &[f32], w: &CpuWeight, out: &mut [f32]) {
     let k = x.len();
     if let Some(wf) = w.as_f32() {
-        out.par_chunks_mut(GEMV_ROWS_PER_TASK).enumerate().for_each(|(chunk, outs)| {
-            for (i, o) in outs.iter_mut().enumerate() {
-                let j = chunk * GEMV_ROWS_PER_TASK + i;
-                *o = dot(x, &wf[j * k..(j + 1) * k]);
-            }
-        });
+        out.par_chunks_mut(GEMV_ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(chunk, outs)| {
+                for (i, o) in outs.iter_mut().enumerate() {
+                    let j = chunk * GEMV_ROWS_PER_TASK + i;
+                    *o = dot(x, &wf[j * k..(j + 1) * k]);
+                }
+            });
         return;
     }
-    out.par_chunks_mut(GEMV_ROWS_PER_TASK).enumerate().for_each(|(chunk, outs)| {
-        let mut tile = [0f32; GEMV_TILE];
-        for (i, o) in outs.iter_mut().enumerate() {
-            let j = chunk * GEMV_ROWS_PER_TASK + i;
-            let mut acc = 0f32;
-            for k0 in (0..k).step_by(GEMV_TILE) {
-                let len = GEMV_TILE.min(k - k0);
-                w.read_f32(j * k + k0, &mut tile[..len]);
-                acc += dot(&x[k0..k0 + len], &tile[..len]);
+    out.par_chunks_mut(GEMV_ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(chunk, outs)| {
+            let mut tile = [0f32; GEMV_TILE];
+            for (i, o) in outs.iter_mut().enumerate() {
+                let j = chunk * GEMV_ROWS_PER_TASK + i;
+                let mut acc = 0f32;
+                for k0 in (0..k).step_by(GEMV_TILE) {
+                    let len = GEMV_TILE.min(k - k0);
+                    w.read_f32(j * k + k0, &mut tile[..len]);
+                    acc += dot(&x[k0..k0 + len], &tile[..len]);
+                }
+                *o = acc;
             }
-            *o = acc;
-        }
-    });
+        });
 }
 
 /// Dot product with eight independent accumulators so the compiler can vectorise it.

@@ -86,7 +86,10 @@ impl Backend for CpuBackend {
 
     fn copy_rows(&self, src: &CpuTensor, src_row: usize, dst: &mut CpuTensor, dst_row: usize, n: usize) {
         assert_eq!(src.cols, dst.cols, "copy_rows: widths differ");
-        assert!(src_row + n <= src.rows && dst_row + n <= dst.rows, "copy_rows: out of range");
+        assert!(
+            src_row + n <= src.rows && dst_row + n <= dst.rows,
+            "copy_rows: out of range"
+        );
         let c = src.cols;
         dst.data[dst_row * c..(dst_row + n) * c].copy_from_slice(&src.data[src_row * c..(src_row + n) * c]);
     }

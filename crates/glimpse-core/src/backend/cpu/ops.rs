@@ -20,15 +20,18 @@ pub(crate) fn rms_norm(x: &CpuTensor, w: &CpuWeight, eps: f32, out: &mut CpuTens
     let d = x.cols;
     let weight = weight_row(w, d);
     out.resize(x.rows, d);
-    out.data.par_chunks_mut(d * ROWS_PER_TASK).zip(x.data.par_chunks(d * ROWS_PER_TASK)).for_each(|(o, xi)| {
-        for (orow, xrow) in o.chunks_mut(d).zip(xi.chunks(d)) {
-            let mean_sq = xrow.iter().map(|v| v * v).sum::<f32>() / d as f32;
-            let inv = 1.0 / (mean_sq + eps).sqrt();
-            for ((o, v), g) in orow.iter_mut().zip(xrow).zip(&weight) {
-                *o = g * (v * inv);
+    out.data
+        .par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(x.data.par_chunks(d * ROWS_PER_TASK))
+        .for_each(|(o, xi)| {
+            for (orow, xrow) in o.chunks_mut(d).zip(xi.chunks(d)) {
+                let mean_sq = xrow.iter().map(|v| v * v).sum::<f32>() / d as f32;
+                let inv = 1.0 / (mean_sq + eps).sqrt();
+                for ((o, v), g) in orow.iter_mut().zip(xrow).zip(&weight) {
+                    *o = g * (v * inv);
+                }
             }
-        }
-    });
+        });
 }
 
 /// LayerNorm with biased variance, as torch.nn.LayerNorm.
@@ -36,16 +39,19 @@ pub(crate) fn layer_norm(x: &CpuTensor, w: &CpuWeight, b: &CpuWeight, eps: f32, 
     let d = x.cols;
     let (weight, bias) = (weight_row(w, d), weight_row(b, d));
     out.resize(x.rows, d);
-    out.data.par_chunks_mut(d * ROWS_PER_TASK).zip(x.data.par_chunks(d * ROWS_PER_TASK)).for_each(|(o, xi)| {
-        for (orow, xrow) in o.chunks_mut(d).zip(xi.chunks(d)) {
-            let mean = xrow.iter().sum::<f32>() / d as f32;
-            let var = xrow.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            for (((o, v), g), b) in orow.iter_mut().zip(xrow).zip(&weight).zip(&bias) {
-                *o = (v - mean) * inv * g + b;
+    out.data
+        .par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(x.data.par_chunks(d * ROWS_PER_TASK))
+        .for_each(|(o, xi)| {
+            for (orow, xrow) in o.chunks_mut(d).zip(xi.chunks(d)) {
+                let mean = xrow.iter().sum::<f32>() / d as f32;
+                let var = xrow.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                let inv = 1.0 / (var + eps).sqrt();
+                for (((o, v), g), b) in orow.iter_mut().zip(xrow).zip(&weight).zip(&bias) {
+                    *o = (v - mean) * inv * g + b;
+                }
             }
-        }
-    });
+        });
 }
 
 pub(crate) fn activation(v: f32, act: Activation) -> f32 {
@@ -61,21 +67,29 @@ pub(crate) fn activation(v: f32, act: Activation) -> f32 {
 }
 
 pub(crate) fn activate(x: &mut CpuTensor, act: Activation) {
-    x.data.par_chunks_mut(4096).for_each(|c| c.iter_mut().for_each(|v| *v = activation(*v, act)));
+    x.data
+        .par_chunks_mut(4096)
+        .for_each(|c| c.iter_mut().for_each(|v| *v = activation(*v, act)));
 }
 
 pub(crate) fn gated_activate(gate: &mut CpuTensor, up: &CpuTensor, act: Activation) {
     assert_eq!(gate.data.len(), up.data.len(), "gated activation: shapes differ");
-    gate.data.par_chunks_mut(4096).zip(up.data.par_chunks(4096)).for_each(|(g, u)| {
-        g.iter_mut().zip(u).for_each(|(g, u)| *g = activation(*g, act) * u);
-    });
+    gate.data
+        .par_chunks_mut(4096)
+        .zip(up.data.par_chunks(4096))
+        .for_each(|(g, u)| {
+            g.iter_mut().zip(u).for_each(|(g, u)| *g = activation(*g, act) * u);
+        });
 }
 
 pub(crate) fn add(x: &mut CpuTensor, y: &CpuTensor) {
     assert_eq!(x.data.len(), y.data.len(), "add: shapes differ");
-    x.data.par_chunks_mut(4096).zip(y.data.par_chunks(4096)).for_each(|(a, b)| {
-        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-    });
+    x.data
+        .par_chunks_mut(4096)
+        .zip(y.data.par_chunks(4096))
+        .for_each(|(a, b)| {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        });
 }
 
 /// Rotate-half RoPE: within each head, element `i` of the first half pairs with element
@@ -85,20 +99,25 @@ pub(crate) fn rope(x: &mut CpuTensor, positions: &[u32], n_heads: usize, head_di
     assert_eq!(positions.len(), x.rows, "rope: one position per row");
     assert_eq!(x.cols, n_heads * head_dim, "rope: row width is not heads × head_dim");
     let half = head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
+        .collect();
     let cols = x.cols;
-    x.data.par_chunks_mut(cols).zip(positions.par_iter()).for_each(|(row, &pos)| {
-        for (i, f) in inv_freq.iter().enumerate() {
-            let angle = pos as f32 * f;
-            let (sin, cos) = angle.sin_cos();
-            for h in 0..n_heads {
-                let base = h * head_dim;
-                let (a, b) = (row[base + i], row[base + i + half]);
-                row[base + i] = a * cos - b * sin;
-                row[base + i + half] = b * cos + a * sin;
+    x.data
+        .par_chunks_mut(cols)
+        .zip(positions.par_iter())
+        .for_each(|(row, &pos)| {
+            for (i, f) in inv_freq.iter().enumerate() {
+                let angle = pos as f32 * f;
+                let (sin, cos) = angle.sin_cos();
+                for h in 0..n_heads {
+                    let base = h * head_dim;
+                    let (a, b) = (row[base + i], row[base + i + half]);
+                    row[base + i] = a * cos - b * sin;
+                    row[base + i + half] = b * cos + a * sin;
+                }
             }
-        }
-    });
+        });
 }
 
 pub(crate) fn gather_rows(table: &CpuWeight, ids: &[u32], out: &mut CpuTensor) {

@@ -52,8 +52,14 @@ fn linear_matches_reference_for_all_dtypes_and_row_counts() {
     let wb16: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
     let cases = [
         (weight(WeightData::F32(w32.clone()), n, k), w32.clone()),
-        (weight(WeightData::F16(w16.clone()), n, k), w16.iter().map(|v| v.to_f32()).collect()),
-        (weight(WeightData::BF16(wb16.clone()), n, k), wb16.iter().map(|v| v.to_f32()).collect()),
+        (
+            weight(WeightData::F16(w16.clone()), n, k),
+            w16.iter().map(|v| v.to_f32()).collect(),
+        ),
+        (
+            weight(WeightData::BF16(wb16.clone()), n, k),
+            wb16.iter().map(|v| v.to_f32()).collect(),
+        ),
     ];
     for m in [1, 3, 9] {
         let x = random(&mut rng, m * k);
@@ -74,7 +80,12 @@ fn naive_attention(q: &[f32], k: &[f32], v: &[f32], nq: usize, nk: usize, p: Att
             let g = head / (h / kvh);
             let visible = if p.causal { nk - nq + i + 1 } else { nk };
             let scores: Vec<f32> = (0..visible)
-                .map(|t| (0..d).map(|e| q[i * h * d + head * d + e] * k[t * kvh * d + g * d + e]).sum::<f32>() * p.scale)
+                .map(|t| {
+                    (0..d)
+                        .map(|e| q[i * h * d + head * d + e] * k[t * kvh * d + g * d + e])
+                        .sum::<f32>()
+                        * p.scale
+                })
                 .collect();
             let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
@@ -95,13 +106,26 @@ fn attention_matches_reference_with_gqa_and_causal_offset() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let b = CpuBackend::new(Some(2)).unwrap();
     for (nq, nk, causal) in [(3, 10, true), (1, 10, true), (6, 6, false)] {
-        let p = AttentionParams { n_heads: 4, n_kv_heads: 2, head_dim: 8, causal, scale: 0.35 };
+        let p = AttentionParams {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 8,
+            causal,
+            scale: 0.35,
+        };
         let q = random(&mut rng, nq * 4 * 8);
         // extra rows past n_keys must be ignored
         let k = random(&mut rng, (nk + 2) * 2 * 8);
         let v = random(&mut rng, (nk + 2) * 2 * 8);
         let mut out = b.new_tensor();
-        b.attention(&tensor(q.clone(), nq, 32), &tensor(k.clone(), nk + 2, 16), &tensor(v.clone(), nk + 2, 16), nk, p, &mut out);
+        b.attention(
+            &tensor(q.clone(), nq, 32),
+            &tensor(k.clone(), nk + 2, 16),
+            &tensor(v.clone(), nk + 2, 16),
+            nk,
+            p,
+            &mut out,
+        );
         assert_close(&out.data, &naive_attention(&q, &k, &v, nq, nk, p), 1e-5);
     }
 }
@@ -140,5 +164,9 @@ fn norms_match_their_definitions() {
     assert_close(&out.data[..4], &[1.0 / r, 1.0 / r, 6.0 / r, 4.0 / r], 1e-6);
     b.layer_norm(&x, &g, &beta, 0.0, &mut out);
     let sd = 1.25f32.sqrt();
-    assert_close(&out.data[..4], &[-1.5 / sd, -0.25 / sd + 1.0, 1.0 / sd, 1.5 / sd - 1.0], 1e-6);
+    assert_close(
+        &out.data[..4],
+        &[-1.5 / sd, -0.25 / sd + 1.0, 1.0 / sd, 1.5 / sd - 1.0],
+        1e-6,
+    );
 }

@@ -1,0 +1,82 @@
+//! Golden parity with transformers: every fixture model must reproduce the prompt ids,
+//! pixel values, next-token logits and greedy continuation that transformers' own
+//! LlavaForConditionalGeneration produced (tools/make_fixtures.py).
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+
+use common::Expected;
+use glimpse_core::generate::SamplingParams;
+use glimpse_core::model::preprocess::ImageProcessorConfig;
+use glimpse_core::{Engine, GenerateRequest, LoadOptions};
+
+const FIXTURES: [&str; 4] = ["tiny-llava-mha", "tiny-llava-gqa", "tiny-llava-two-images", "tiny-llava-bf16"];
+/// Greedy tokens compared against transformers (as many as the fixtures hold).
+const GREEDY_TOKENS: usize = 16;
+
+fn request(expected: &Expected, max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        messages: expected.messages(),
+        images: expected.images(),
+        sampling: SamplingParams::default(),
+        max_tokens,
+        stop: vec![],
+        ignore_eos: true,
+    }
+}
+
+fn engine(expected: &Expected) -> Engine {
+    Engine::load(&expected.model_dir(), LoadOptions { threads: Some(2) }).expect("fixture model loads")
+}
+
+#[test]
+fn prompt_ids_match_the_processor() {
+    for name in FIXTURES {
+        let expected = Expected::load(name);
+        let engine = engine(&expected);
+        let ids = engine.prompt_ids(&expected.messages(), expected.images().len()).unwrap();
+        assert_eq!(ids, expected.u32s("input_ids"), "{name}: prompt ids");
+    }
+}
+
+#[test]
+fn pixel_values_match_the_image_processor() {
+    for name in FIXTURES {
+        let expected = Expected::load(name);
+        let processor = ImageProcessorConfig::from_dir(&expected.model_dir()).unwrap();
+        let want = expected.f32s(&expected.json["pixel_values"]["data"]);
+        let got: Vec<f32> = expected.images().iter().flat_map(|img| processor.preprocess(img).unwrap()).collect();
+        assert_eq!(got.len(), want.len(), "{name}: pixel count");
+        let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-5, "{name}: pixel values differ by up to {worst}");
+    }
+}
+
+#[test]
+fn next_token_logits_match_transformers() {
+    for name in FIXTURES {
+        let expected = Expected::load(name);
+        let engine = engine(&expected);
+        let got = engine.next_token_logits(&request(&expected, 1)).unwrap();
+        let want = expected.f32s(&expected.json["last_logits"]);
+        assert_eq!(got.len(), want.len(), "{name}: vocabulary size");
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+        println!("{name}: max |Δlogit| = {worst:.3e} (max |logit| {scale:.3e}, ratio {:.3e})", worst / scale);
+        assert!(worst <= 1e-4 * scale, "{name}: logits differ by {worst} (max |logit| {scale})");
+    }
+}
+
+#[test]
+fn greedy_continuation_matches_transformers() {
+    for name in FIXTURES {
+        let expected = Expected::load(name);
+        let engine = engine(&expected);
+        let out = engine
+            .generate(&request(&expected, GREEDY_TOKENS), &AtomicBool::new(false), &mut |_| {})
+            .unwrap();
+        assert_eq!(out.token_ids, expected.u32s("greedy_ids"), "{name}: greedy ids");
+        assert_eq!(out.text, expected.json["greedy_text"].as_str().unwrap(), "{name}: greedy text");
+    }
+}
