@@ -5,12 +5,14 @@
 //! backend. The public entry point is [`engine::Engine`].
 
 pub mod backend;
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod model;
+pub mod synthetic;
 pub mod text;
 
 pub use engine::{Engine, Event, GenerateRequest, LoadOptions};
-pub use text::{ContentPart, Message};
 pub use error::{Error, ErrorKind, Result};
+pub use text::{ContentPart, Message};

@@ -11,7 +11,12 @@ use glimpse_core::generate::SamplingParams;
 use glimpse_core::model::preprocess::ImageProcessorConfig;
 use glimpse_core::{Engine, GenerateRequest, LoadOptions};
 
-const FIXTURES: [&str; 4] = ["tiny-llava-mha", "tiny-llava-gqa", "tiny-llava-two-images", "tiny-llava-bf16"];
+const FIXTURES: [&str; 4] = [
+    "tiny-llava-mha",
+    "tiny-llava-gqa",
+    "tiny-llava-two-images",
+    "tiny-llava-bf16",
+];
 /// Greedy tokens compared against transformers (as many as the fixtures hold).
 const GREEDY_TOKENS: usize = 16;
 
@@ -35,7 +40,9 @@ fn prompt_ids_match_the_processor() {
     for name in FIXTURES {
         let expected = Expected::load(name);
         let engine = engine(&expected);
-        let ids = engine.prompt_ids(&expected.messages(), expected.images().len()).unwrap();
+        let ids = engine
+            .prompt_ids(&expected.messages(), expected.images().len())
+            .unwrap();
         assert_eq!(ids, expected.u32s("input_ids"), "{name}: prompt ids");
     }
 }
@@ -46,7 +53,11 @@ fn pixel_values_match_the_image_processor() {
         let expected = Expected::load(name);
         let processor = ImageProcessorConfig::from_dir(&expected.model_dir()).unwrap();
         let want = expected.f32s(&expected.json["pixel_values"]["data"]);
-        let got: Vec<f32> = expected.images().iter().flat_map(|img| processor.preprocess(img).unwrap()).collect();
+        let got: Vec<f32> = expected
+            .images()
+            .iter()
+            .flat_map(|img| processor.preprocess(img).unwrap())
+            .collect();
         assert_eq!(got.len(), want.len(), "{name}: pixel count");
         let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
         assert!(worst <= 1e-5, "{name}: pixel values differ by up to {worst}");
@@ -63,8 +74,14 @@ fn next_token_logits_match_transformers() {
         assert_eq!(got.len(), want.len(), "{name}: vocabulary size");
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
-        println!("{name}: max |Δlogit| = {worst:.3e} (max |logit| {scale:.3e}, ratio {:.3e})", worst / scale);
-        assert!(worst <= 1e-4 * scale, "{name}: logits differ by {worst} (max |logit| {scale})");
+        println!(
+            "{name}: max |Δlogit| = {worst:.3e} (max |logit| {scale:.3e}, ratio {:.3e})",
+            worst / scale
+        );
+        assert!(
+            worst <= 1e-4 * scale,
+            "{name}: logits differ by {worst} (max |logit| {scale})"
+        );
     }
 }
 
@@ -77,6 +94,10 @@ fn greedy_continuation_matches_transformers() {
             .generate(&request(&expected, GREEDY_TOKENS), &AtomicBool::new(false), &mut |_| {})
             .unwrap();
         assert_eq!(out.token_ids, expected.u32s("greedy_ids"), "{name}: greedy ids");
-        assert_eq!(out.text, expected.json["greedy_text"].as_str().unwrap(), "{name}: greedy text");
+        assert_eq!(
+            out.text,
+            expected.json["greedy_text"].as_str().unwrap(),
+            "{name}: greedy text"
+        );
     }
 }

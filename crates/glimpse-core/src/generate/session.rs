@@ -126,7 +126,7 @@ impl<B: Backend> DecodeState<B> {
     }
 
     /// Feeds one token at `position` and writes the following token's logits.
-    fn step(&mut self, b: &B, llama: &Llama<B>, id: u32, position: u32, logits: &mut [f32]) -> Result<()> {
+    pub(crate) fn step(&mut self, b: &B, llama: &Llama<B>, id: u32, position: u32, logits: &mut [f32]) -> Result<()> {
         llama.embed(b, &[id], &mut self.hidden);
         llama.forward(b, &mut self.hidden, &[position], &mut self.cache, &mut self.scratch)?;
         llama.logits_of_last(b, &self.hidden, &mut self.scratch);

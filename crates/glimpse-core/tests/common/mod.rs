@@ -19,7 +19,9 @@ impl Expected {
     pub fn load(model: &str) -> Expected {
         let path = fixtures_dir().join("expected").join(format!("{model}.json"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        Expected { json: serde_json::from_str(&text).unwrap() }
+        Expected {
+            json: serde_json::from_str(&text).unwrap(),
+        }
     }
 
     pub fn model_dir(&self) -> PathBuf {
@@ -27,20 +29,38 @@ impl Expected {
     }
 
     pub fn u32s(&self, key: &str) -> Vec<u32> {
-        self.json[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+        self.json[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect()
     }
 
     pub fn f32s(&self, value: &Value) -> Vec<f32> {
-        value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
     }
 
     pub fn messages(&self) -> Vec<Message> {
-        self.json["messages"].as_array().unwrap().iter().map(message_from_json).collect()
+        self.json["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(message_from_json)
+            .collect()
     }
 
     pub fn images(&self) -> Vec<RgbImage> {
         let images = self.json["images"].as_array().unwrap();
-        images.iter().map(|p| load_png(&fixtures_dir().join(p.as_str().unwrap()))).collect()
+        images
+            .iter()
+            .map(|p| load_png(&fixtures_dir().join(p.as_str().unwrap())))
+            .collect()
     }
 }
 
@@ -51,13 +71,18 @@ fn message_from_json(m: &Value) -> Message {
             .iter()
             .map(|p| match p["type"].as_str().unwrap() {
                 "image" => ContentPart::Image,
-                "text" => ContentPart::Text { text: p["text"].as_str().unwrap().to_string() },
+                "text" => ContentPart::Text {
+                    text: p["text"].as_str().unwrap().to_string(),
+                },
                 other => panic!("unknown content part {other}"),
             })
             .collect(),
         other => panic!("unexpected content {other}"),
     };
-    Message { role: m["role"].as_str().unwrap().to_string(), content }
+    Message {
+        role: m["role"].as_str().unwrap().to_string(),
+        content,
+    }
 }
 
 /// Decodes a fixture PNG to 8-bit RGB (the CLI does this with sharp).
@@ -76,5 +101,9 @@ pub fn load_png(path: &std::path::Path) -> RgbImage {
             _ => [px[0], px[1], px[2]],
         })
         .collect();
-    RgbImage { width: info.width, height: info.height, data }
+    RgbImage {
+        width: info.width,
+        height: info.height,
+        data,
+    }
 }
