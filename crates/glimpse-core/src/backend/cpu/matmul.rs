@@ -45,10 +45,9 @@ pub(crate) fn linear(x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out
         }
     }
     if let Some(b) = bias {
-        let mut bias_row = vec![0f32; n];
-        b.read_f32(0, &mut bias_row);
+        let bias = b.vector();
         out.data.par_chunks_mut(n).for_each(|row| {
-            row.iter_mut().zip(&bias_row).for_each(|(o, b)| *o += b);
+            row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
         });
     }
 }

@@ -9,16 +9,10 @@ use crate::model::config::Activation;
 /// Rows per parallel task for cheap row-wise ops (keeps task overhead below the work).
 const ROWS_PER_TASK: usize = 8;
 
-fn weight_row(w: &CpuWeight, len: usize) -> Vec<f32> {
-    let mut row = vec![0f32; len];
-    w.read_f32(0, &mut row);
-    row
-}
-
 /// Llama RMSNorm: `x / sqrt(mean(x²) + eps) · w`, computed in f32 as transformers does.
 pub(crate) fn rms_norm(x: &CpuTensor, w: &CpuWeight, eps: f32, out: &mut CpuTensor) {
     let d = x.cols;
-    let weight = weight_row(w, d);
+    let weight = w.vector();
     out.resize(x.rows, d);
     out.data
         .par_chunks_mut(d * ROWS_PER_TASK)
@@ -27,7 +21,7 @@ pub(crate) fn rms_norm(x: &CpuTensor, w: &CpuWeight, eps: f32, out: &mut CpuTens
             for (orow, xrow) in o.chunks_mut(d).zip(xi.chunks(d)) {
                 let mean_sq = xrow.iter().map(|v| v * v).sum::<f32>() / d as f32;
                 let inv = 1.0 / (mean_sq + eps).sqrt();
-                for ((o, v), g) in orow.iter_mut().zip(xrow).zip(&weight) {
+                for ((o, v), g) in orow.iter_mut().zip(xrow).zip(weight) {
                     *o = g * (v * inv);
                 }
             }
@@ -37,7 +31,7 @@ pub(crate) fn rms_norm(x: &CpuTensor, w: &CpuWeight, eps: f32, out: &mut CpuTens
 /// LayerNorm with biased variance, as torch.nn.LayerNorm.
 pub(crate) fn layer_norm(x: &CpuTensor, w: &CpuWeight, b: &CpuWeight, eps: f32, out: &mut CpuTensor) {
     let d = x.cols;
-    let (weight, bias) = (weight_row(w, d), weight_row(b, d));
+    let (weight, bias) = (w.vector(), b.vector());
     out.resize(x.rows, d);
     out.data
         .par_chunks_mut(d * ROWS_PER_TASK)
@@ -47,7 +41,7 @@ pub(crate) fn layer_norm(x: &CpuTensor, w: &CpuWeight, b: &CpuWeight, eps: f32, 
                 let mean = xrow.iter().sum::<f32>() / d as f32;
                 let var = xrow.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
                 let inv = 1.0 / (var + eps).sqrt();
-                for (((o, v), g), b) in orow.iter_mut().zip(xrow).zip(&weight).zip(&bias) {
+                for (((o, v), g), b) in orow.iter_mut().zip(xrow).zip(weight).zip(bias) {
                     *o = (v - mean) * inv * g + b;
                 }
             }

@@ -66,6 +66,16 @@ impl CpuWeight {
             DType::F16 => WeightData::F16(bytemuck::pod_collect_to_vec(view.bytes)),
             DType::BF16 => WeightData::BF16(bytemuck::pod_collect_to_vec(view.bytes)),
         };
+        // Vectors (norm scales, biases, embeddings of one row) are tiny: widen them once
+        // here so row-wise kernels read f32 directly instead of converting every call.
+        let data = match data {
+            WeightData::F16(_) | WeightData::BF16(_) if rows == 1 => {
+                let mut widened = vec![0f32; cols];
+                read_into(&data, 0, &mut widened);
+                WeightData::F32(widened)
+            }
+            other => other,
+        };
         Ok(CpuWeight { data, rows, cols })
     }
 
@@ -79,12 +89,7 @@ impl CpuWeight {
 
     /// Widens elements `start..start + out.len()` (flat index) to f32.
     pub(crate) fn read_f32(&self, start: usize, out: &mut [f32]) {
-        let end = start + out.len();
-        match &self.data {
-            WeightData::F32(v) => out.copy_from_slice(&v[start..end]),
-            WeightData::F16(v) => v[start..end].convert_to_f32_slice(out),
-            WeightData::BF16(v) => v[start..end].convert_to_f32_slice(out),
-        }
+        read_into(&self.data, start, out);
     }
 
     /// The weight as f32 when it already is f32 (no copy needed).
@@ -93,5 +98,25 @@ impl CpuWeight {
             WeightData::F32(v) => Some(v),
             _ => None,
         }
+    }
+
+    /// A one-row weight (norm scale, bias), which loading always stores as f32.
+    pub(crate) fn vector(&self) -> &[f32] {
+        match (&self.data, self.rows) {
+            (WeightData::F32(v), 1) => v,
+            _ => panic!(
+                "vector(): weight is a {}×{} matrix or not widened",
+                self.rows, self.cols
+            ),
+        }
+    }
+}
+
+fn read_into(data: &WeightData, start: usize, out: &mut [f32]) {
+    let end = start + out.len();
+    match data {
+        WeightData::F32(v) => out.copy_from_slice(&v[start..end]),
+        WeightData::F16(v) => v[start..end].convert_to_f32_slice(out),
+        WeightData::BF16(v) => v[start..end].convert_to_f32_slice(out),
     }
 }
