@@ -5,6 +5,7 @@ ids 0-2, the 256 byte-fallback tokens `<0x00>`..`<0xFF>` take ids 3-258, learned
 the LLaVA additions `<image>` and `<pad>` are appended as added special tokens at the very end.
 """
 
+import json
 import random
 import string
 
@@ -99,10 +100,7 @@ def learn_pieces(corpus: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     if len(vocab) != learned_size:
         raise RuntimeError(f"BPE training produced {len(vocab)} pieces, expected {learned_size}")
     pieces = sorted(vocab, key=vocab.__getitem__)
-    state = trainer_model.model.__getstate__()
-    import json  # local: only needed to read the trainer's serialised merges
-
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in json.loads(state)["merges"]]
+    merges = [tuple(merge) for merge in json.loads(trainer_model.to_str())["model"]["merges"]]
     return pieces, merges
 
 
