@@ -31,6 +31,7 @@ MIN_MARGIN_FRACTION = 1e-3
 # max|logit|, so an engine with a broken vision path cannot pass by accident.
 MIN_SENSITIVITY_FRACTION = 0.05
 MIN_DISTINCT_GREEDY_TOKENS = 8
+SHORT_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "f16"}
 
 
 def control_token_ids(tokenizer) -> list[int]:
@@ -80,7 +81,7 @@ def build_fixture(fixture: Fixture, tokenizer, out_dir: Path, fixed_seed: int | 
     if fixture.spec.storage_dtype != torch.float32:
         native_model = load_checkpoint(directory, fixture.spec.storage_dtype)
         native = generate(native_model, disk_prompt.inputs, tokenizer.eos_token_id)
-        record[f"greedy_ids_native_{_dtype_name(fixture.spec.storage_dtype)}"] = native.greedy_ids
+        record[f"greedy_ids_native_{SHORT_DTYPE_NAMES[fixture.spec.storage_dtype]}"] = native.greedy_ids
     return record
 
 

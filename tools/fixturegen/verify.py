@@ -52,6 +52,9 @@ def _verify_model(out_dir: Path, fixture, expected: dict) -> str:
     _check(len(expected["greedy_ids"]) == NEW_TOKENS, fixture.name, "greedy length")
     text = processor.tokenizer.decode(generation.greedy_ids, skip_special_tokens=True)
     _check(text == expected["greedy_text"], fixture.name, "greedy_text")
+    if "greedy_ids_native_bf16" in expected:
+        native = generate(load_checkpoint(directory, torch.bfloat16), prompt.inputs, processor.tokenizer.eos_token_id)
+        _check(native.greedy_ids == expected["greedy_ids_native_bf16"], fixture.name, "greedy_ids_native_bf16")
     return (
         f"{fixture.name}: prompt, {len(expected['input_ids'])} ids, pixels (max delta {pixel_delta:.1e}), "
         f"logits (max delta {logit_delta:.1e} of max {max_abs:.2f}), {NEW_TOKENS} greedy tokens match"
