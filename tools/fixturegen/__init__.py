@@ -1,0 +1,1 @@
+"""Builders for the tiny LLaVA test fixtures (see tools/make_fixtures.py)."""

@@ -1,0 +1,95 @@
+"""Reference outputs computed by transformers itself: prompt, token ids, pixels, logits, greedy tokens."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+NEW_TOKENS = 16
+
+
+@dataclass
+class Prompt:
+    text: str
+    inputs: dict  # input_ids, attention_mask, pixel_values as tensors
+
+
+@dataclass
+class Generation:
+    last_logits: torch.Tensor  # prefill logits at the last prompt position, f32
+    greedy_ids: list[int]
+    step_logits: list[torch.Tensor]  # raw logits that chose each greedy token
+
+
+def load_images(paths: list[Path]) -> list[Image.Image]:
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            image.load()
+            images.append(image.copy())
+    return images
+
+
+def render_prompt(processor: LlavaProcessor, messages: list[dict], template_in_tokenizer: bool) -> str:
+    # LlavaProcessor does not fall back to the tokenizer's template, so a checkpoint that keeps it in
+    # tokenizer_config.json is rendered through the tokenizer, as its users would have to.
+    renderer = processor.tokenizer if template_in_tokenizer else processor
+    return renderer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def prepare(processor: LlavaProcessor, messages, images, template_in_tokenizer: bool) -> Prompt:
+    text = render_prompt(processor, messages, template_in_tokenizer)
+    inputs = processor(text=text, images=images, return_tensors="pt")
+    return Prompt(text=text, inputs=dict(inputs))
+
+
+def load_checkpoint(directory: Path, dtype: torch.dtype = torch.float32) -> LlavaForConditionalGeneration:
+    model = LlavaForConditionalGeneration.from_pretrained(directory, dtype=dtype, attn_implementation="eager")
+    return model.eval()
+
+
+def load_processor(directory: Path) -> LlavaProcessor:
+    processor = LlavaProcessor.from_pretrained(directory)
+    name = type(processor.image_processor).__name__
+    if not name.endswith("Pil"):
+        raise RuntimeError(f"{directory} loaded image processor {name}; the fixtures need the PIL backend")
+    return processor
+
+
+def _cast_pixels(inputs: dict, dtype: torch.dtype) -> dict:
+    return {key: value.to(dtype) if key == "pixel_values" else value for key, value in inputs.items()}
+
+
+@torch.no_grad()
+def generate(model: LlavaForConditionalGeneration, inputs: dict, eos_token_id: int) -> Generation:
+    """Prefill logits and exactly NEW_TOKENS greedy tokens (end-of-sequence suppressed, never a stop)."""
+    dtype = model.dtype
+    inputs = _cast_pixels(inputs, dtype)
+    last_logits = model(**inputs).logits[0, -1].float()
+    output = model.generate(
+        **inputs,
+        max_new_tokens=NEW_TOKENS,
+        min_new_tokens=NEW_TOKENS,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=eos_token_id,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    prompt_length = inputs["input_ids"].shape[1]
+    greedy_ids = output.sequences[0, prompt_length:].tolist()
+    if len(greedy_ids) != NEW_TOKENS:
+        raise RuntimeError(f"generate returned {len(greedy_ids)} tokens, expected {NEW_TOKENS}")
+    step_logits = [step[0].float() for step in output.logits]
+    return Generation(last_logits=last_logits, greedy_ids=greedy_ids, step_logits=step_logits)
+
+
+def min_top2_margin(step_logits: list[torch.Tensor]) -> float:
+    """Smallest gap between the best and second-best logit over the greedy steps."""
+    margins = []
+    for logits in step_logits:
+        top = torch.topk(logits, 2).values
+        margins.append((top[0] - top[1]).item())
+    return min(margins)
