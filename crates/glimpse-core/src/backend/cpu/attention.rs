@@ -4,7 +4,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::matmul::{axpy, dot};
+use super::simd::{axpy, dot};
 use super::tensor::CpuTensor;
 use crate::backend::AttentionParams;
 

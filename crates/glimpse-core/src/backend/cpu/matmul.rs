@@ -7,6 +7,7 @@
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use super::simd::dot;
 use super::tensor::{CpuTensor, CpuWeight};
 
 /// Up to this many input rows, the product runs as dot products over streamed weight rows.
@@ -119,24 +120,4 @@ fn gemv(x: &[f32], w: &CpuWeight, out: &mut [f32]) {
                 *o = acc;
             }
         });
-}
-
-/// Dot product with eight independent accumulators so the compiler can vectorise it.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0f32; 8];
-    let (a8, a_tail) = a.split_at(a.len() / 8 * 8);
-    let (b8, b_tail) = b.split_at(a8.len());
-    for (ca, cb) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += ca[l] * cb[l];
-        }
-    }
-    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `acc += s · v`, vectorisable.
-pub(crate) fn axpy(acc: &mut [f32], s: f32, v: &[f32]) {
-    acc.iter_mut().zip(v).for_each(|(a, x)| *a += s * x);
 }

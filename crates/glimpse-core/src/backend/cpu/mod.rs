@@ -3,6 +3,7 @@
 mod attention;
 mod matmul;
 mod ops;
+mod simd;
 mod tensor;
 
 pub use tensor::{CpuTensor, CpuWeight};
