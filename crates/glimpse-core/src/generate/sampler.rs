@@ -259,25 +259,22 @@ mod tests {
     fn greedy_picks_the_largest_logit() {
         let mut s = Sampler::new(SamplingParams::default()).unwrap();
         assert_eq!(s.sample(&mut LOGITS.to_vec(), &[]), 1);
-        assert_eq!(s.sample(&mut vec![-3.0, -1.0, -2.0], &[]), 1);
+        assert_eq!(s.sample(&mut [-3.0, -1.0, -2.0], &[]), 1);
     }
 
     #[test]
     fn greedy_tie_goes_to_the_lowest_id() {
         let mut s = Sampler::new(SamplingParams::default()).unwrap();
-        assert_eq!(s.sample(&mut vec![0.0, 3.0, 1.0, 3.0], &[]), 1);
+        assert_eq!(s.sample(&mut [0.0, 3.0, 1.0, 3.0], &[]), 1);
     }
 
     #[test]
     fn nan_logits_are_never_chosen() {
         let mut s = Sampler::new(SamplingParams::default()).unwrap();
-        assert_eq!(s.sample(&mut vec![f32::NAN, -5.0, f32::NAN], &[]), 1);
+        assert_eq!(s.sample(&mut [f32::NAN, -5.0, f32::NAN], &[]), 1);
         let mut s = sampler(1.0, 0, 1.0, 1.0, 3);
         for _ in 0..200 {
-            assert_eq!(
-                s.sample(&mut vec![f32::NAN, 0.0, f32::NEG_INFINITY], &[]),
-                1
-            );
+            assert_eq!(s.sample(&mut [f32::NAN, 0.0, f32::NEG_INFINITY], &[]), 1);
         }
     }
 

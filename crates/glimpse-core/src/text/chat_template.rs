@@ -363,7 +363,7 @@ fn split_modifier_suffix(inner: &str) -> (&str, &str) {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
-    use crate::text::test_support::ScratchDir;
+    use crate::text::test_support::{fixture_json, fixtures_dir, ScratchDir};
 
     fn text(text: &str) -> ContentPart {
         ContentPart::Text {
@@ -573,5 +573,66 @@ mod tests {
             err.message
         );
         assert!(!err.message.contains('\n'));
+    }
+
+    /// A fixture message. A plain-string content becomes one text part: the only fixture
+    /// template given one turns it into exactly that part before rendering.
+    fn fixture_message(value: &serde_json::Value) -> Message {
+        let content = match &value["content"] {
+            serde_json::Value::String(s) => vec![text(s)],
+            serde_json::Value::Array(parts) => parts
+                .iter()
+                .map(|part| match part["type"].as_str() {
+                    Some("image") => ContentPart::Image,
+                    Some("text") => text(part["text"].as_str().unwrap()),
+                    other => panic!("unexpected content part type {other:?}"),
+                })
+                .collect(),
+            other => panic!("unexpected message content {other}"),
+        };
+        message(value["role"].as_str().unwrap(), content)
+    }
+
+    /// Each fixture model keeps its template in a different place; the prompt transformers
+    /// rendered from the same messages must come out byte for byte.
+    #[test]
+    fn golden_prompts_match_transformers() {
+        let mut template_files = Vec::new();
+        for model in [
+            "tiny-llava-mha",
+            "tiny-llava-gqa",
+            "tiny-llava-bf16",
+            "tiny-llava-two-images",
+        ] {
+            let expected = fixture_json(&format!("expected/{model}.json"));
+            let template =
+                ChatTemplate::from_dir(&fixtures_dir().join("models").join(model)).unwrap();
+            let template_file = expected["chat_template_file"].as_str().unwrap();
+            assert!(
+                template.source_file.ends_with(template_file),
+                "{model}: read {}",
+                template.source_file
+            );
+            template_files.push(template_file.to_owned());
+
+            let messages: Vec<Message> = expected["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(fixture_message)
+                .collect();
+            let prompt = template.render(&messages, true).unwrap();
+            assert_eq!(prompt, expected["prompt_text"].as_str().unwrap(), "{model}");
+        }
+        template_files.sort();
+        template_files.dedup();
+        assert_eq!(
+            template_files,
+            [
+                "chat_template.jinja",
+                "chat_template.json",
+                "tokenizer_config.json"
+            ]
+        );
     }
 }

@@ -81,7 +81,7 @@ fn new_text(emitted: &str, mut full: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::text::test_support::ScratchDir;
+    use crate::text::test_support::{fixture_json, fixtures_dir, ids, strings, ScratchDir};
 
     /// A SentencePiece-style BPE with byte fallback and Llama's decoder chain (▁ → space,
     /// byte fallback, fuse, strip one leading space). Ids: <unk> 0, <s> 1, </s> 2, ▁Hello 3,
@@ -163,5 +163,50 @@ mod tests {
             }
         }
         assert_eq!(text, " wörld".repeat(500)[1..]);
+    }
+
+    fn golden_tokenizer(cases: &serde_json::Value) -> TextTokenizer {
+        let tokenizer_json = fixtures_dir().join(cases["tokenizer"].as_str().unwrap());
+        TextTokenizer::from_dir(tokenizer_json.parent().unwrap()).unwrap()
+    }
+
+    /// After each token, the text streamed so far is what transformers decodes for that
+    /// prefix, minus the replacement characters of a character still in progress.
+    #[test]
+    fn golden_stream_follows_prefix_decodes() {
+        let cases = fixture_json("expected/tokenizer-cases.json");
+        let tokenizer = golden_tokenizer(&cases);
+        let stream = &cases["stream"];
+        let ids = ids(&stream["ids"]);
+        let prefix_decodes = strings(&stream["prefix_decodes"]);
+        assert_eq!(ids.len(), prefix_decodes.len());
+
+        let mut detokenizer = IncrementalDetokenizer::new(&tokenizer);
+        let mut streamed = String::new();
+        for (id, expected) in ids.iter().zip(&prefix_decodes) {
+            let piece = detokenizer.push(*id).unwrap();
+            assert!(
+                !piece.contains(REPLACEMENT),
+                "half a character streamed: {piece:?}"
+            );
+            streamed.push_str(&piece);
+            assert_eq!(streamed, expected.trim_end_matches(REPLACEMENT));
+        }
+        streamed.push_str(&detokenizer.finish().unwrap());
+        assert_eq!(streamed, stream["decoded"].as_str().unwrap());
+    }
+
+    /// Every tokenizer case, streamed token by token (special tokens included), reassembles
+    /// to transformers' decode with special tokens skipped.
+    #[test]
+    fn golden_cases_reassemble_exactly() {
+        let cases = fixture_json("expected/tokenizer-cases.json");
+        let tokenizer = golden_tokenizer(&cases);
+        for case in cases["cases"].as_array().unwrap() {
+            let mut detokenizer = IncrementalDetokenizer::new(&tokenizer);
+            let mut streamed: String = push_all(&mut detokenizer, &ids(&case["ids"])).concat();
+            streamed.push_str(&detokenizer.finish().unwrap());
+            assert_eq!(streamed, case["decoded_skip_special"].as_str().unwrap());
+        }
     }
 }

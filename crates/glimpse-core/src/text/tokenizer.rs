@@ -154,7 +154,7 @@ fn token_ids(value: &Value) -> Option<Vec<u32>> {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
-    use crate::text::test_support::ScratchDir;
+    use crate::text::test_support::{fixture_json, fixtures_dir, ids, ScratchDir};
 
     /// A word-level tokenizer small enough to write by hand; `</s>` is a special token.
     const WORD_TOKENIZER: &str = r#"{"version": "1.0", "truncation": null, "padding": null,
@@ -280,5 +280,62 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    /// The fixture tokenizer's directory and its cases, made with transformers.
+    fn golden_cases() -> (TextTokenizer, serde_json::Value) {
+        let cases = fixture_json("expected/tokenizer-cases.json");
+        let tokenizer_json = fixtures_dir().join(cases["tokenizer"].as_str().unwrap());
+        let tokenizer = TextTokenizer::from_dir(tokenizer_json.parent().unwrap()).unwrap();
+        (tokenizer, cases)
+    }
+
+    #[test]
+    fn golden_encode_matches_transformers() {
+        let (tokenizer, cases) = golden_cases();
+        let cases = cases["cases"].as_array().unwrap();
+        assert!(!cases.is_empty());
+        for case in cases {
+            let text = case["text"].as_str().unwrap();
+            assert_eq!(
+                tokenizer.encode(text, true).unwrap(),
+                ids(&case["ids"]),
+                "{text:?}"
+            );
+            assert_eq!(
+                tokenizer.encode(text, false).unwrap(),
+                ids(&case["ids_no_special"]),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn golden_decode_matches_transformers() {
+        let (tokenizer, cases) = golden_cases();
+        for case in cases["cases"].as_array().unwrap() {
+            let ids = ids(&case["ids"]);
+            assert_eq!(
+                tokenizer.decode(&ids, false).unwrap(),
+                case["decoded"].as_str().unwrap()
+            );
+            assert_eq!(
+                tokenizer.decode(&ids, true).unwrap(),
+                case["decoded_skip_special"].as_str().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn golden_special_tokens() {
+        let (tokenizer, cases) = golden_cases();
+        let id = |key: &str| cases[key].as_u64().map(|id| id as u32);
+        assert_eq!(tokenizer.bos_token(), Some("<s>"));
+        assert_eq!(tokenizer.token_id("<s>"), id("bos_token_id"));
+        assert_eq!(tokenizer.eos_token(), Some("</s>"));
+        assert_eq!(tokenizer.eos_token_ids(), &[id("eos_token_id").unwrap()]);
+        assert_eq!(tokenizer.token_id("<image>"), id("image_token_id"));
+        assert_eq!(tokenizer.token_id("<pad>"), id("pad_token_id"));
+        assert_eq!(tokenizer.token_id("<unk>"), id("unk_token_id"));
     }
 }
