@@ -1,6 +1,13 @@
 //! Turns logits into the next token id.
+//!
+//! The processing order follows Hugging Face `generate`: repetition penalty, then
+//! temperature, top-k and top-p, then a draw from the remaining distribution. The
+//! repetition penalty is a logits processor there, so it also applies to greedy decoding.
 
-use crate::error::Result;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::error::{Error, Result};
 
 /// Sampling settings. Neutral values switch a step off: temperature 0 = greedy,
 /// top_k 0, top_p 1.0, repetition_penalty 1.0.
@@ -25,16 +32,418 @@ impl Default for SamplingParams {
     }
 }
 
-pub struct Sampler {}
+impl SamplingParams {
+    fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(Error::usage(format!(
+                "temperature must be a finite number >= 0 (0 = greedy), got {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::usage(format!(
+                "top-p must be in (0, 1], got {}",
+                self.top_p
+            )));
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return Err(Error::usage(format!(
+                "repetition penalty must be a finite number > 0 (1 = off), got {}",
+                self.repetition_penalty
+            )));
+        }
+        Ok(())
+    }
+
+    fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+}
+
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha20Rng,
+    /// (logit, token id) of the tokens still in the running; reused every step so that
+    /// sampling allocates only on the first call.
+    candidates: Vec<(f32, u32)>,
+    /// Marks ids already penalised in this step (history usually repeats ids).
+    penalised: Vec<bool>,
+}
 
 impl Sampler {
     /// Validates the settings (usage error on nonsense like top_p 1.5).
-    pub fn new(_params: SamplingParams) -> Result<Self> {
-        todo!()
+    pub fn new(params: SamplingParams) -> Result<Self> {
+        params.validate()?;
+        Ok(Sampler {
+            params,
+            rng: ChaCha20Rng::seed_from_u64(params.seed),
+            candidates: Vec::new(),
+            penalised: Vec::new(),
+        })
     }
+
     /// Picks the next token. `logits` may be modified in place; `history` holds the prompt
     /// and generated ids so far (for the repetition penalty).
-    pub fn sample(&mut self, _logits: &mut [f32], _history: &[u32]) -> u32 {
-        todo!()
+    ///
+    /// NaN logits count as impossible tokens; history ids outside the vocabulary are ignored.
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        assert!(
+            !logits.is_empty(),
+            "sampler called with an empty logits row"
+        );
+        for logit in logits.iter_mut() {
+            if logit.is_nan() {
+                *logit = f32::NEG_INFINITY;
+            }
+        }
+        if self.params.repetition_penalty != 1.0 {
+            self.apply_repetition_penalty(logits, history);
+        }
+        if self.params.is_greedy() {
+            return argmax(logits);
+        }
+        self.sample_from_distribution(logits)
+    }
+
+    /// HF semantics: each distinct id seen so far is made less likely once, by dividing a
+    /// positive logit or multiplying a negative one by the penalty.
+    fn apply_repetition_penalty(&mut self, logits: &mut [f32], history: &[u32]) {
+        let penalty = self.params.repetition_penalty;
+        if self.penalised.len() < logits.len() {
+            self.penalised.resize(logits.len(), false);
+        }
+        for &id in history {
+            let id = id as usize;
+            if id >= logits.len() || self.penalised[id] {
+                continue;
+            }
+            self.penalised[id] = true;
+            let logit = &mut logits[id];
+            *logit = if *logit > 0.0 {
+                *logit / penalty
+            } else {
+                *logit * penalty
+            };
+        }
+        for &id in history {
+            if let Some(mark) = self.penalised.get_mut(id as usize) {
+                *mark = false;
+            }
+        }
+    }
+
+    fn sample_from_distribution(&mut self, logits: &[f32]) -> u32 {
+        let max_logit = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if !max_logit.is_finite() {
+            // Every token is impossible, or one is infinitely likely: nothing to draw.
+            return argmax(logits);
+        }
+        let SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            ..
+        } = self.params;
+
+        self.candidates.clear();
+        self.candidates
+            .extend(logits.iter().zip(0u32..).map(|(&logit, id)| (logit, id)));
+        if top_k > 0 && top_k < self.candidates.len() {
+            self.candidates
+                .select_nth_unstable_by(top_k - 1, by_logit_descending);
+            self.candidates.truncate(top_k);
+        }
+        // Temperature does not change the order, so top-k above could use raw logits. From
+        // here on a candidate carries its unnormalised probability; subtracting the max
+        // first keeps a tiny temperature from overflowing.
+        for candidate in self.candidates.iter_mut() {
+            candidate.0 = ((candidate.0 - max_logit) / temperature).exp();
+        }
+        let total: f64 = self
+            .candidates
+            .iter()
+            .map(|&(weight, _)| f64::from(weight))
+            .sum();
+        let total = if top_p < 1.0 {
+            self.keep_nucleus(total, f64::from(top_p))
+        } else {
+            total
+        };
+        self.draw(total)
+    }
+
+    /// Keeps the smallest set of most likely candidates whose probability reaches `top_p`
+    /// (at least one); returns the kept total weight.
+    fn keep_nucleus(&mut self, total: f64, top_p: f64) -> f64 {
+        self.candidates.sort_unstable_by(by_logit_descending);
+        let mut kept_weight = 0.0;
+        let mut kept = 0;
+        for &(weight, _) in self.candidates.iter() {
+            kept_weight += f64::from(weight);
+            kept += 1;
+            if kept_weight >= top_p * total {
+                break;
+            }
+        }
+        self.candidates.truncate(kept);
+        kept_weight
+    }
+
+    /// Draws one candidate with probability proportional to its weight.
+    fn draw(&mut self, total: f64) -> u32 {
+        let target = self.rng.random::<f64>() * total;
+        let mut cumulative = 0.0;
+        for &(weight, id) in self.candidates.iter() {
+            cumulative += f64::from(weight);
+            if target < cumulative {
+                return id;
+            }
+        }
+        // Rounding can leave `target` a hair above the last sum: take the last token that
+        // had any weight.
+        self.candidates
+            .iter()
+            .rev()
+            .find(|&&(weight, _)| weight > 0.0)
+            .map_or(self.candidates[0].1, |&(_, id)| id)
+    }
+}
+
+/// Descending by value, ties broken by the lower id so results never depend on sort order.
+fn by_logit_descending(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Index of the largest logit; the lowest id wins a tie.
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &logit) in logits.iter().enumerate() {
+        if logit > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn sampler(
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        repetition_penalty: f32,
+        seed: u64,
+    ) -> Sampler {
+        Sampler::new(SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty,
+            seed,
+        })
+        .unwrap()
+    }
+
+    fn draws(sampler: &mut Sampler, logits: &[f32], n: usize) -> Vec<u32> {
+        (0..n)
+            .map(|_| sampler.sample(&mut logits.to_vec(), &[]))
+            .collect()
+    }
+
+    const LOGITS: [f32; 6] = [0.5, 2.0, -1.0, 1.9, 0.0, 1.5];
+
+    #[test]
+    fn greedy_picks_the_largest_logit() {
+        let mut s = Sampler::new(SamplingParams::default()).unwrap();
+        assert_eq!(s.sample(&mut LOGITS.to_vec(), &[]), 1);
+        assert_eq!(s.sample(&mut [-3.0, -1.0, -2.0], &[]), 1);
+    }
+
+    #[test]
+    fn greedy_tie_goes_to_the_lowest_id() {
+        let mut s = Sampler::new(SamplingParams::default()).unwrap();
+        assert_eq!(s.sample(&mut [0.0, 3.0, 1.0, 3.0], &[]), 1);
+    }
+
+    #[test]
+    fn nan_logits_are_never_chosen() {
+        let mut s = Sampler::new(SamplingParams::default()).unwrap();
+        assert_eq!(s.sample(&mut [f32::NAN, -5.0, f32::NAN], &[]), 1);
+        let mut s = sampler(1.0, 0, 1.0, 1.0, 3);
+        for _ in 0..200 {
+            assert_eq!(s.sample(&mut [f32::NAN, 0.0, f32::NEG_INFINITY], &[]), 1);
+        }
+    }
+
+    #[test]
+    fn same_seed_gives_same_sequence() {
+        let a = draws(&mut sampler(1.0, 0, 1.0, 1.0, 42), &LOGITS, 200);
+        let b = draws(&mut sampler(1.0, 0, 1.0, 1.0, 42), &LOGITS, 200);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn different_seeds_give_different_sequences() {
+        let a = draws(&mut sampler(1.0, 0, 1.0, 1.0, 1), &LOGITS, 200);
+        let b = draws(&mut sampler(1.0, 0, 1.0, 1.0, 2), &LOGITS, 200);
+        assert_ne!(a, b);
+        // Both actually sample: several different tokens show up.
+        assert!(a.iter().any(|&id| id != a[0]));
+    }
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let mut s = sampler(1.5, 1, 1.0, 1.0, 7);
+        assert!(draws(&mut s, &LOGITS, 300).iter().all(|&id| id == 1));
+    }
+
+    #[test]
+    fn tiny_top_p_is_greedy() {
+        let mut s = sampler(1.5, 0, 1e-6, 1.0, 7);
+        assert!(draws(&mut s, &LOGITS, 300).iter().all(|&id| id == 1));
+    }
+
+    #[test]
+    fn top_k_limits_the_choice_to_the_k_best() {
+        let mut s = sampler(5.0, 3, 1.0, 1.0, 11);
+        let seen = draws(&mut s, &LOGITS, 2000);
+        // The three best logits are ids 1 (2.0), 3 (1.9) and 5 (1.5).
+        for id in [1, 3, 5] {
+            assert!(seen.contains(&id), "id {id} never drawn");
+        }
+        assert!(seen.iter().all(|id| [1, 3, 5].contains(id)));
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_sufficient_set() {
+        // Probabilities 0.5, 0.3, 0.15, 0.05 (logits are their logs, temperature 1).
+        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.15f32.ln(), 0.05f32.ln()];
+        // 0.5 + 0.3 = 0.8 >= 0.75 → ids 0 and 1 only.
+        let seen = draws(&mut sampler(1.0, 0, 0.75, 1.0, 5), &logits, 2000);
+        assert!(seen.contains(&0) && seen.contains(&1));
+        assert!(seen.iter().all(|&id| id < 2));
+        // 0.8 < 0.81 → the third token joins.
+        let seen = draws(&mut sampler(1.0, 0, 0.81, 1.0, 5), &logits, 4000);
+        assert!(seen.contains(&2));
+        assert!(seen.iter().all(|&id| id < 3));
+    }
+
+    #[test]
+    fn repetition_penalty_flips_a_greedy_choice() {
+        let logits = [1.0, 1.8, 1.5, -0.5];
+        let mut plain = Sampler::new(SamplingParams::default()).unwrap();
+        assert_eq!(plain.sample(&mut logits.to_vec(), &[1, 1, 3]), 1);
+        let mut penalised = sampler(0.0, 0, 1.0, 1.3, 0);
+        let mut row = logits.to_vec();
+        // 1.8 / 1.3 = 1.385 < 1.5, so id 2 now wins.
+        assert_eq!(penalised.sample(&mut row, &[1, 1, 3]), 2);
+        // Each distinct id is penalised once; negative logits are multiplied.
+        assert_eq!(row, vec![1.0, 1.8 / 1.3, 1.5, -0.5 * 1.3]);
+        // The marks are reset: the next call penalises again from the raw logits.
+        let mut row = logits.to_vec();
+        penalised.sample(&mut row, &[3]);
+        assert_eq!(row, vec![1.0, 1.8, 1.5, -0.5 * 1.3]);
+    }
+
+    #[test]
+    fn repetition_penalty_ignores_ids_outside_the_vocabulary() {
+        let mut s = sampler(0.0, 0, 1.0, 2.0, 0);
+        let mut row = vec![1.0, 2.0];
+        assert_eq!(s.sample(&mut row, &[7, 1]), 0);
+        assert_eq!(row, vec![1.0, 1.0]);
+    }
+
+    /// Two tokens with logits 0 and ln 3 at temperature 2 have probabilities
+    /// 1/(1+√3) and √3/(1+√3) (0.366 / 0.634).
+    #[test]
+    fn temperature_gives_the_expected_distribution() {
+        let logits = [0.0, 3.0f32.ln()];
+        let n = 10_000;
+        let mut s = sampler(2.0, 0, 1.0, 1.0, 1234);
+        let ones = draws(&mut s, &logits, n)
+            .iter()
+            .filter(|&&id| id == 1)
+            .count();
+        let expected = 3.0f64.sqrt() / (1.0 + 3.0f64.sqrt());
+        let observed = ones as f64 / n as f64;
+        // Four standard deviations of a binomial proportion (σ ≈ 0.0048).
+        assert!(
+            (observed - expected).abs() < 0.02,
+            "observed {observed}, expected {expected}"
+        );
+
+        // Temperature 1 keeps the raw 1:3 odds.
+        let mut s = sampler(1.0, 0, 1.0, 1.0, 99);
+        let ones = draws(&mut s, &logits, n)
+            .iter()
+            .filter(|&&id| id == 1)
+            .count();
+        let observed = ones as f64 / n as f64;
+        assert!(
+            (observed - 0.75).abs() < 0.02,
+            "observed {observed}, expected 0.75"
+        );
+    }
+
+    #[test]
+    fn tiny_temperature_does_not_overflow() {
+        let mut s = sampler(1e-6, 0, 1.0, 1.0, 0);
+        assert!(draws(&mut s, &[100.0, 300.0, 299.0], 50)
+            .iter()
+            .all(|&id| id == 1));
+    }
+
+    #[test]
+    fn invalid_settings_are_usage_errors() {
+        let bad = [
+            SamplingParams {
+                temperature: -0.1,
+                ..Default::default()
+            },
+            SamplingParams {
+                temperature: f32::NAN,
+                ..Default::default()
+            },
+            SamplingParams {
+                temperature: f32::INFINITY,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 1.5,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: f32::NAN,
+                ..Default::default()
+            },
+            SamplingParams {
+                repetition_penalty: 0.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                repetition_penalty: -1.0,
+                ..Default::default()
+            },
+        ];
+        for params in bad {
+            let err = Sampler::new(params)
+                .err()
+                .expect("settings should be rejected");
+            assert_eq!(err.kind, ErrorKind::Usage, "{params:?}");
+        }
+        let err = Sampler::new(SamplingParams {
+            top_p: 1.5,
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+        assert_eq!(err.message, "top-p must be in (0, 1], got 1.5");
     }
 }

@@ -4,9 +4,13 @@
 pub mod chat_template;
 pub mod detokenizer;
 pub mod stop;
+mod strftime;
 pub mod tokenizer;
 
 pub use chat_template::{ChatTemplate, ContentPart, Message};
 pub use detokenizer::IncrementalDetokenizer;
 pub use stop::StopMatcher;
 pub use tokenizer::TextTokenizer;
+
+#[cfg(test)]
+pub(crate) mod test_support;
