@@ -52,7 +52,7 @@ pub(crate) fn run<B: Backend>(
     let mut detokenizer = IncrementalDetokenizer::new(tokenizer);
     let mut stop = StopMatcher::new(&request.stop);
     let mut text = String::new();
-    let finish_reason = loop {
+    let mut finish_reason = loop {
         if cancel.load(Ordering::Relaxed) {
             break FinishReason::Cancelled;
         }
@@ -75,11 +75,19 @@ pub(crate) fn run<B: Backend>(
             state.step(b, llama, id, (history.len() - 1) as u32, &mut logits)?;
         }
     };
+    // Release what was held back: an unfinished character, text that might have begun a
+    // stop string (which may still complete one).
     if finish_reason != FinishReason::Stop {
-        let rest = stop.finish();
-        if !rest.is_empty() {
-            text.push_str(&rest);
-            on_event(Event::Flush { text: rest });
+        let check = stop.push(&detokenizer.finish()?);
+        let mut tail = check.emit;
+        if check.stopped {
+            finish_reason = FinishReason::Stop;
+        } else {
+            tail.push_str(&stop.finish());
+        }
+        if !tail.is_empty() {
+            text.push_str(&tail);
+            on_event(Event::Flush { text: tail });
         }
     }
     stats.ms_decode = started.elapsed().as_secs_f64() * 1e3;
