@@ -99,12 +99,13 @@ struct WeightSummary {
 }
 
 impl WeightSummary {
-    fn of(_weights: &Weights) -> Self {
+    fn of(weights: &Weights) -> Self {
+        let summary = weights.summary();
         WeightSummary {
-            parameters: 0,
-            bytes: 0,
-            dtype: String::new(),
-        } // MERGE: weights API
+            parameters: summary.parameters,
+            bytes: summary.bytes,
+            dtype: summary.dominant_dtype.to_lowercase(),
+        }
     }
 }
 

@@ -1,8 +1,17 @@
 //! Runtime configuration read from a checkpoint's config.json (and generation_config.json).
+//!
+//! The file format is Hugging Face's `LlavaConfig` (model_type "llava") with a CLIP vision
+//! sub-config and a Llama-family text sub-config. Real checkpoints often omit fields and rely
+//! on transformers' class defaults, so every field is read as optional and the defaults of
+//! the matching transformers class are filled in afterwards (they differ per model type,
+//! which is why serde's static defaults are not enough).
 
 use std::path::Path;
 
-use crate::error::Result;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
 
 /// Activation functions named by HF configs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +24,20 @@ pub enum Activation {
     QuickGelu,
     /// `silu` / `swish`.
     Silu,
+}
+
+impl Activation {
+    /// Parses an HF activation name (`hidden_act`, `projector_hidden_act`).
+    pub fn from_hf_name(name: &str) -> Option<Self> {
+        match name {
+            "gelu" | "gelu_python" => Some(Activation::Gelu),
+            // `gelu_fast` is the same tanh formula written differently.
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Some(Activation::GeluTanh),
+            "quick_gelu" => Some(Activation::QuickGelu),
+            "silu" | "swish" => Some(Activation::Silu),
+            _ => None,
+        }
+    }
 }
 
 /// Which vision tokens feed the projector.
@@ -75,8 +98,39 @@ pub struct LlavaConfig {
 
 impl LlavaConfig {
     /// Reads `config.json` (and `generation_config.json` when present) from a model directory.
-    pub fn from_dir(_dir: &Path) -> Result<Self> {
-        todo!()
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(Error::model(format!(
+                "{}: no config.json (expected a Hugging Face LLaVA checkpoint directory)",
+                dir.display()
+            )));
+        }
+        let text = read_text(&config_path)?;
+        let generation_path = dir.join("generation_config.json");
+        let generation_text = if generation_path.is_file() {
+            Some(read_text(&generation_path)?)
+        } else {
+            None
+        };
+        let generation = generation_text.as_deref().map(|t| (t, generation_path.as_path()));
+        Self::from_json(&text, &config_path, generation)
+    }
+
+    /// Parses config.json text; `generation` is the text and path of generation_config.json.
+    /// `path` only names the file in error messages.
+    pub fn from_json(config_json: &str, path: &Path, generation: Option<(&str, &Path)>) -> Result<Self> {
+        let file = path.display().to_string();
+        let raw: RawLlavaConfig = parse_json(config_json, &file)?;
+        let generation_eos = match generation {
+            Some((text, gen_path)) => {
+                let gen_file = gen_path.display().to_string();
+                let raw_gen: RawGenerationConfig = parse_json(text, &gen_file)?;
+                token_ids(&raw_gen.eos_token_id, "eos_token_id", &gen_file)?
+            }
+            None => None,
+        };
+        resolve(raw, generation_eos, &file)
     }
 
     /// Number of vision tokens one image becomes.
@@ -86,5 +140,1007 @@ impl LlavaConfig {
             FeatureSelect::Patches => grid * grid,
             FeatureSelect::Full => grid * grid + 1,
         }
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::model(format!("{}: cannot read: {e}", path.display())))
+}
+
+fn parse_json<'de, T: Deserialize<'de>>(text: &'de str, file: &str) -> Result<T> {
+    // serde_json's message already ends with "at line L column C".
+    serde_json::from_str(text).map_err(|e| Error::model(format!("{file}: invalid JSON: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw mirrors of the JSON files. Unknown keys are ignored; `null` reads as absent, as in
+// transformers.
+
+#[derive(Deserialize)]
+struct RawLlavaConfig {
+    architectures: Option<Vec<String>>,
+    model_type: Option<String>,
+    vision_config: Option<RawVisionConfig>,
+    text_config: Option<RawTextConfig>,
+    image_token_index: Option<u32>,
+    image_token_id: Option<u32>,
+    #[serde(default)]
+    vision_feature_layer: Value,
+    vision_feature_select_strategy: Option<String>,
+    projector_hidden_act: Option<String>,
+    multimodal_projector_bias: Option<bool>,
+    tie_word_embeddings: Option<bool>,
+    #[serde(default)]
+    eos_token_id: Value,
+    /// Older llava-hf configs repeat the text vocabulary size at the top level.
+    vocab_size: Option<usize>,
+}
+
+/// CLIP's `image_size` / `patch_size` may be an int or an `[h, w]` pair.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(untagged)]
+enum RawSize {
+    Square(usize),
+    Pair([usize; 2]),
+}
+
+#[derive(Deserialize)]
+struct RawVisionConfig {
+    model_type: Option<String>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_channels: Option<usize>,
+    image_size: Option<RawSize>,
+    patch_size: Option<RawSize>,
+    layer_norm_eps: Option<f64>,
+    hidden_act: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawTextConfig {
+    model_type: Option<String>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    vocab_size: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    max_position_embeddings: Option<usize>,
+    hidden_act: Option<String>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    /// Older configs: top-level theta, optional `rope_scaling` dict.
+    rope_theta: Option<f64>,
+    rope_scaling: Option<RawRope>,
+    /// Newer configs (transformers 5): `{rope_type, rope_theta, ...}`.
+    rope_parameters: Option<RawRope>,
+    /// Mistral only; `Some(None)` is an explicit `null` (no window).
+    #[serde(default, deserialize_with = "explicit_null")]
+    sliding_window: Option<Option<usize>>,
+    #[serde(default)]
+    eos_token_id: Value,
+}
+
+#[derive(Deserialize)]
+struct RawRope {
+    rope_type: Option<String>,
+    /// The pre-4.45 spelling of `rope_type`.
+    #[serde(rename = "type")]
+    legacy_type: Option<String>,
+    rope_theta: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct RawGenerationConfig {
+    #[serde(default)]
+    eos_token_id: Value,
+}
+
+/// Keeps "present but null" apart from "absent" (the field must also be `#[serde(default)]`).
+fn explicit_null<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+// ---------------------------------------------------------------------------------------
+// Defaults of the transformers classes the sub-configs stand for.
+
+/// `CLIPVisionConfig()` defaults (ViT-B/32 at 224 px).
+const CLIP_VISION_DEFAULTS: VisionConfig = VisionConfig {
+    hidden_size: 768,
+    intermediate_size: 3072,
+    num_hidden_layers: 12,
+    num_attention_heads: 12,
+    num_channels: 3,
+    image_size: 224,
+    patch_size: 32,
+    layer_norm_eps: 1e-5,
+    hidden_act: Activation::QuickGelu,
+};
+
+/// What `LlavaConfig` builds when `vision_config` is missing altogether: CLIP ViT-L/14 at
+/// 336 px (the LLaVA-1.5 tower). A `vision_config` dict that is present but sparse gets
+/// the plain CLIPVisionConfig defaults instead, exactly as transformers does.
+const LLAVA_DEFAULT_VISION: VisionConfig = VisionConfig {
+    hidden_size: 1024,
+    intermediate_size: 4096,
+    num_hidden_layers: 24,
+    num_attention_heads: 16,
+    image_size: 336,
+    patch_size: 14,
+    ..CLIP_VISION_DEFAULTS
+};
+
+/// Class defaults of a Llama-compatible text config (`LlamaConfig()` / `MistralConfig()`).
+struct TextDefaults {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    /// `None`: same as the number of attention heads.
+    num_key_value_heads: Option<usize>,
+    max_position_embeddings: usize,
+    rms_norm_eps: f64,
+    /// `None`: the model has no sliding window at all.
+    sliding_window: Option<usize>,
+    eos_token_id: u32,
+}
+
+const LLAMA_DEFAULTS: TextDefaults = TextDefaults {
+    vocab_size: 32000,
+    hidden_size: 4096,
+    intermediate_size: 11008,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: None,
+    max_position_embeddings: 2048,
+    rms_norm_eps: 1e-6,
+    sliding_window: None,
+    eos_token_id: 2,
+};
+
+const MISTRAL_DEFAULTS: TextDefaults = TextDefaults {
+    vocab_size: 32000,
+    hidden_size: 4096,
+    intermediate_size: 14336,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: Some(8),
+    max_position_embeddings: 4096 * 32,
+    rms_norm_eps: 1e-6,
+    sliding_window: Some(4096),
+    eos_token_id: 2,
+};
+
+/// RoPE base when neither `rope_theta` nor `rope_parameters.rope_theta` is given.
+const DEFAULT_ROPE_THETA: f64 = 10_000.0;
+
+const LLAVA_DEFAULT_IMAGE_TOKEN_INDEX: u32 = 32000;
+const LLAVA_DEFAULT_FEATURE_LAYER: i64 = -2;
+
+// ---------------------------------------------------------------------------------------
+// Resolution: defaults, validation, one error line per problem.
+
+fn resolve(raw: RawLlavaConfig, generation_eos: Option<Vec<u32>>, file: &str) -> Result<LlavaConfig> {
+    check_architecture(&raw, file)?;
+
+    let vision = resolve_vision(raw.vision_config.as_ref(), file)?;
+    let top_tie = raw.tie_word_embeddings.unwrap_or(false);
+    let (text, text_eos) = resolve_text(raw.text_config.as_ref(), raw.vocab_size, top_tie, file)?;
+
+    let vision_feature_layer = feature_layer(&raw.vision_feature_layer, vision.num_hidden_layers, file)?;
+    let vision_feature_select_strategy = match raw.vision_feature_select_strategy.as_deref() {
+        None | Some("default") => FeatureSelect::Patches,
+        Some("full") => FeatureSelect::Full,
+        Some(other) => {
+            return Err(Error::model(format!(
+                "{file}: unsupported vision_feature_select_strategy '{other}' (expected 'default' or 'full')"
+            )))
+        }
+    };
+    let projector_hidden_act = activation(
+        raw.projector_hidden_act.as_deref().unwrap_or("gelu"),
+        "projector_hidden_act",
+        file,
+    )?;
+
+    // The most specific source wins: generation_config.json, then the text config, then
+    // the top level, then the language model's class default.
+    let eos_token_ids = match generation_eos.or(text_eos) {
+        Some(ids) => ids,
+        None => token_ids(&raw.eos_token_id, "eos_token_id", file)?
+            .unwrap_or_else(|| vec![text_defaults_eos(raw.text_config.as_ref())]),
+    };
+
+    Ok(LlavaConfig {
+        vision,
+        text,
+        image_token_index: raw
+            .image_token_index
+            .or(raw.image_token_id)
+            .unwrap_or(LLAVA_DEFAULT_IMAGE_TOKEN_INDEX),
+        vision_feature_layer,
+        vision_feature_select_strategy,
+        projector_hidden_act,
+        multimodal_projector_bias: raw.multimodal_projector_bias.unwrap_or(true),
+        eos_token_ids,
+    })
+}
+
+fn check_architecture(raw: &RawLlavaConfig, file: &str) -> Result<()> {
+    const ARCH: &str = "LlavaForConditionalGeneration";
+    let arch_ok = raw.architectures.as_ref().is_none_or(|a| a.iter().any(|n| n == ARCH));
+    let type_ok = match raw.model_type.as_deref() {
+        Some(t) => t == "llava",
+        // Without model_type, trust an explicit LLaVA architecture entry.
+        None => raw.architectures.is_some() && arch_ok,
+    };
+    if arch_ok && type_ok {
+        return Ok(());
+    }
+    let found = match (&raw.model_type, &raw.architectures) {
+        (Some(t), Some(a)) => format!("model_type '{t}', architectures {a:?}"),
+        (Some(t), None) => format!("model_type '{t}'"),
+        (None, Some(a)) => format!("architectures {a:?}"),
+        (None, None) => "no model_type or architectures".to_string(),
+    };
+    Err(Error::model(format!(
+        "{file}: unsupported architecture ({found}); glimpse runs LLaVA checkpoints (model_type 'llava', {ARCH})"
+    )))
+}
+
+fn resolve_vision(raw: Option<&RawVisionConfig>, file: &str) -> Result<VisionConfig> {
+    let Some(raw) = raw else {
+        return Ok(LLAVA_DEFAULT_VISION);
+    };
+    let model_type = raw.model_type.as_deref().unwrap_or("clip_vision_model");
+    if model_type != "clip_vision_model" {
+        return Err(Error::model(format!(
+            "{file}: unsupported architecture: vision_config.model_type '{model_type}' (glimpse supports CLIP vision towers, 'clip_vision_model')"
+        )));
+    }
+    let d = CLIP_VISION_DEFAULTS;
+    let config = VisionConfig {
+        hidden_size: positive(
+            raw.hidden_size.unwrap_or(d.hidden_size),
+            "vision_config.hidden_size",
+            file,
+        )?,
+        intermediate_size: positive(
+            raw.intermediate_size.unwrap_or(d.intermediate_size),
+            "vision_config.intermediate_size",
+            file,
+        )?,
+        num_hidden_layers: positive(
+            raw.num_hidden_layers.unwrap_or(d.num_hidden_layers),
+            "vision_config.num_hidden_layers",
+            file,
+        )?,
+        num_attention_heads: positive(
+            raw.num_attention_heads.unwrap_or(d.num_attention_heads),
+            "vision_config.num_attention_heads",
+            file,
+        )?,
+        num_channels: positive(
+            raw.num_channels.unwrap_or(d.num_channels),
+            "vision_config.num_channels",
+            file,
+        )?,
+        image_size: square(raw.image_size, d.image_size, "vision_config.image_size", file)?,
+        patch_size: square(raw.patch_size, d.patch_size, "vision_config.patch_size", file)?,
+        layer_norm_eps: raw.layer_norm_eps.map_or(d.layer_norm_eps, |v| v as f32),
+        hidden_act: match raw.hidden_act.as_deref() {
+            Some(name) => activation(name, "vision_config.hidden_act", file)?,
+            None => d.hidden_act,
+        },
+    };
+    if !config.hidden_size.is_multiple_of(config.num_attention_heads) {
+        return Err(Error::model(format!(
+            "{file}: vision_config.hidden_size {} is not divisible by num_attention_heads {}",
+            config.hidden_size, config.num_attention_heads
+        )));
+    }
+    if config.image_size < config.patch_size {
+        return Err(Error::model(format!(
+            "{file}: vision_config.image_size {} is smaller than patch_size {}",
+            config.image_size, config.patch_size
+        )));
+    }
+    Ok(config)
+}
+
+/// Resolves the text config and returns it with its own eos ids (if it names any).
+fn resolve_text(
+    raw: Option<&RawTextConfig>,
+    top_vocab_size: Option<usize>,
+    top_tie: bool,
+    file: &str,
+) -> Result<(TextConfig, Option<Vec<u32>>)> {
+    let empty = RawTextConfig::default();
+    let raw = raw.unwrap_or(&empty);
+    let model_type = raw.model_type.as_deref().unwrap_or("llama");
+    let d = text_defaults(model_type).ok_or_else(|| {
+        Error::model(format!(
+            "{file}: unsupported architecture: text_config.model_type '{model_type}' (glimpse supports Llama-compatible language models: llama, mistral)"
+        ))
+    })?;
+
+    let hidden_size = positive(
+        raw.hidden_size.unwrap_or(d.hidden_size),
+        "text_config.hidden_size",
+        file,
+    )?;
+    let num_attention_heads = positive(
+        raw.num_attention_heads.unwrap_or(d.num_attention_heads),
+        "text_config.num_attention_heads",
+        file,
+    )?;
+    let num_key_value_heads = positive(
+        raw.num_key_value_heads
+            .or(d.num_key_value_heads)
+            .unwrap_or(num_attention_heads),
+        "text_config.num_key_value_heads",
+        file,
+    )?;
+    // transformers validates this even when head_dim is given explicitly.
+    if !hidden_size.is_multiple_of(num_attention_heads) {
+        return Err(Error::model(format!(
+            "{file}: text_config.hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}"
+        )));
+    }
+    if !num_attention_heads.is_multiple_of(num_key_value_heads) {
+        return Err(Error::model(format!(
+            "{file}: text_config.num_attention_heads {num_attention_heads} is not divisible by num_key_value_heads {num_key_value_heads}"
+        )));
+    }
+    let head_dim = positive(
+        raw.head_dim.unwrap_or(hidden_size / num_attention_heads),
+        "text_config.head_dim",
+        file,
+    )?;
+    let max_position_embeddings = positive(
+        raw.max_position_embeddings.unwrap_or(d.max_position_embeddings),
+        "text_config.max_position_embeddings",
+        file,
+    )?;
+
+    let sliding_window = match raw.sliding_window {
+        Some(explicit) => explicit,
+        None => d.sliding_window,
+    };
+    if let Some(window) = sliding_window {
+        // A window as long as the context never masks anything.
+        if window < max_position_embeddings {
+            return Err(Error::model(format!(
+                "{file}: unsupported sliding-window attention (text_config.sliding_window {window} < max_position_embeddings {max_position_embeddings}); glimpse attends over the full context"
+            )));
+        }
+    }
+
+    let text = TextConfig {
+        hidden_size,
+        intermediate_size: positive(
+            raw.intermediate_size.unwrap_or(d.intermediate_size),
+            "text_config.intermediate_size",
+            file,
+        )?,
+        num_hidden_layers: positive(
+            raw.num_hidden_layers.unwrap_or(d.num_hidden_layers),
+            "text_config.num_hidden_layers",
+            file,
+        )?,
+        num_attention_heads,
+        num_key_value_heads,
+        head_dim,
+        vocab_size: positive(
+            raw.vocab_size.or(top_vocab_size).unwrap_or(d.vocab_size),
+            "text_config.vocab_size",
+            file,
+        )?,
+        rms_norm_eps: raw.rms_norm_eps.unwrap_or(d.rms_norm_eps) as f32,
+        rope_theta: rope_theta(raw, file)? as f32,
+        max_position_embeddings,
+        hidden_act: activation(
+            raw.hidden_act.as_deref().unwrap_or("silu"),
+            "text_config.hidden_act",
+            file,
+        )?,
+        // LlavaConfig forwards a tied text config to the top level; either one ties.
+        tie_word_embeddings: top_tie || raw.tie_word_embeddings.unwrap_or(false),
+        attention_bias: raw.attention_bias.unwrap_or(false),
+        mlp_bias: raw.mlp_bias.unwrap_or(false),
+    };
+    let eos = token_ids(&raw.eos_token_id, "text_config.eos_token_id", file)?;
+    Ok((text, eos))
+}
+
+fn text_defaults(model_type: &str) -> Option<&'static TextDefaults> {
+    match model_type {
+        "llama" => Some(&LLAMA_DEFAULTS),
+        "mistral" => Some(&MISTRAL_DEFAULTS),
+        _ => None,
+    }
+}
+
+fn text_defaults_eos(raw: Option<&RawTextConfig>) -> u32 {
+    let model_type = raw.and_then(|r| r.model_type.as_deref()).unwrap_or("llama");
+    text_defaults(model_type).map_or(LLAMA_DEFAULTS.eos_token_id, |d| d.eos_token_id)
+}
+
+/// Follows transformers' precedence: a `rope_scaling` dict replaces `rope_parameters`;
+/// theta comes from the dict, else the top-level `rope_theta`, else 10000.
+fn rope_theta(raw: &RawTextConfig, file: &str) -> Result<f64> {
+    let rope = raw.rope_scaling.as_ref().or(raw.rope_parameters.as_ref());
+    let rope_type = rope
+        .and_then(|r| r.rope_type.as_deref().or(r.legacy_type.as_deref()))
+        .unwrap_or("default");
+    if rope_type != "default" {
+        return Err(Error::model(format!(
+            "{file}: unsupported rope scaling '{rope_type}' in text_config (glimpse supports plain RoPE, rope_type 'default')"
+        )));
+    }
+    let theta = rope
+        .and_then(|r| r.rope_theta)
+        .or(raw.rope_theta)
+        .unwrap_or(DEFAULT_ROPE_THETA);
+    if !(theta.is_finite() && theta > 0.0) {
+        return Err(Error::model(format!(
+            "{file}: text_config rope_theta {theta} must be a positive number"
+        )));
+    }
+    Ok(theta)
+}
+
+fn feature_layer(value: &Value, num_layers: usize, file: &str) -> Result<i64> {
+    let layer = match value {
+        Value::Null => LLAVA_DEFAULT_FEATURE_LAYER,
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| Error::model(format!("{file}: vision_feature_layer {n} is not an integer")))?,
+        Value::Array(_) => {
+            return Err(Error::model(format!(
+                "{file}: vision_feature_layer {value} is a list of layers; glimpse supports a single layer for now"
+            )))
+        }
+        other => {
+            return Err(Error::model(format!(
+                "{file}: vision_feature_layer must be an integer, found {other}"
+            )))
+        }
+    };
+    // HF indexes hidden_states, which has num_layers + 1 entries (embeddings first).
+    let count = num_layers as i64 + 1;
+    if layer >= count || layer < -count {
+        return Err(Error::model(format!(
+            "{file}: vision_feature_layer {layer} is out of range for a vision tower with {num_layers} layers"
+        )));
+    }
+    Ok(layer)
+}
+
+/// Reads an `eos_token_id`-style value: an int, a list of ints, or null/absent (`None`).
+fn token_ids(value: &Value, field: &str, file: &str) -> Result<Option<Vec<u32>>> {
+    let one = |v: &Value| -> Result<u32> {
+        v.as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| Error::model(format!("{file}: {field} must hold token ids, found {v}")))
+    };
+    match value {
+        Value::Null => Ok(None),
+        Value::Array(items) => {
+            let mut ids: Vec<u32> = Vec::with_capacity(items.len());
+            for item in items {
+                let id = one(item)?;
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            Ok(Some(ids))
+        }
+        other => Ok(Some(vec![one(other)?])),
+    }
+}
+
+fn activation(name: &str, field: &str, file: &str) -> Result<Activation> {
+    Activation::from_hf_name(name).ok_or_else(|| {
+        Error::model(format!(
+            "{file}: unsupported activation '{name}' in {field} (supported: gelu, gelu_pytorch_tanh, gelu_new, quick_gelu, silu)"
+        ))
+    })
+}
+
+fn positive(value: usize, field: &str, file: &str) -> Result<usize> {
+    if value == 0 {
+        return Err(Error::model(format!("{file}: {field} must be positive, found 0")));
+    }
+    Ok(value)
+}
+
+fn square(raw: Option<RawSize>, default: usize, field: &str, file: &str) -> Result<usize> {
+    let size = match raw {
+        None => default,
+        Some(RawSize::Square(n)) => n,
+        Some(RawSize::Pair([h, w])) if h == w => h,
+        Some(RawSize::Pair([h, w])) => {
+            return Err(Error::model(format!(
+                "{file}: {field} [{h}, {w}] is not square; glimpse supports square images and patches"
+            )))
+        }
+    };
+    positive(size, field, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    /// config.json of llava-hf/llava-1.5-7b-hf as published (sparse: most text fields come
+    /// from LlamaConfig's defaults).
+    const LLAVA_15_7B: &str = r#"{
+  "architectures": [
+    "LlavaForConditionalGeneration"
+  ],
+  "ignore_index": -100,
+  "image_token_index": 32000,
+  "model_type": "llava",
+  "pad_token_id": 32001,
+  "projector_hidden_act": "gelu",
+  "text_config": {
+    "_name_or_path": "lmsys/vicuna-7b-v1.5",
+    "architectures": [
+      "LlamaForCausalLM"
+    ],
+    "max_position_embeddings": 4096,
+    "model_type": "llama",
+    "rms_norm_eps": 1e-05,
+    "torch_dtype": "float16",
+    "vocab_size": 32064
+  },
+  "tie_word_embeddings": false,
+  "torch_dtype": "float16",
+  "transformers_version": "4.36.0.dev0",
+  "vision_config": {
+    "hidden_size": 1024,
+    "image_size": 336,
+    "intermediate_size": 4096,
+    "model_type": "clip_vision_model",
+    "num_attention_heads": 16,
+    "num_hidden_layers": 24,
+    "patch_size": 14,
+    "projection_dim": 768,
+    "vocab_size": 32000
+  },
+  "vision_feature_layer": -2,
+  "vision_feature_select_strategy": "default",
+  "vocab_size": 32064
+}"#;
+
+    /// The newer transformers 5 form: `rope_parameters`, `image_token_id`, list eos.
+    const ROPE_PARAMETERS: &str = r#"{
+  "architectures": ["LlavaForConditionalGeneration"],
+  "model_type": "llava",
+  "image_token_id": 7,
+  "projector_hidden_act": "gelu_pytorch_tanh",
+  "multimodal_projector_bias": false,
+  "vision_feature_layer": -1,
+  "vision_feature_select_strategy": "full",
+  "text_config": {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "vocab_size": 100,
+    "rms_norm_eps": 1e-06,
+    "max_position_embeddings": 512,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},
+    "tie_word_embeddings": true,
+    "attention_bias": true,
+    "mlp_bias": true,
+    "eos_token_id": [5, 6]
+  },
+  "vision_config": {
+    "model_type": "clip_vision_model",
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "image_size": [56, 56],
+    "patch_size": 14,
+    "layer_norm_eps": 1e-06,
+    "hidden_act": "gelu"
+  }
+}"#;
+
+    fn parse(json: &str) -> Result<LlavaConfig> {
+        LlavaConfig::from_json(json, Path::new("m/config.json"), None)
+    }
+
+    fn parse_err(json: &str) -> Error {
+        match parse(json) {
+            Ok(config) => panic!("expected an error, got {config:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn write_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        dir
+    }
+
+    // Expected values below are what transformers 5.24's LlavaConfig resolves for the same
+    // JSON (checked with `LlavaConfig(**json.load(f))`).
+
+    #[test]
+    fn llava_15_7b_resolves_like_transformers() {
+        let dir = write_dir(&[("config.json", LLAVA_15_7B)]);
+        let config = LlavaConfig::from_dir(dir.path()).expect("config");
+        assert_eq!(
+            config.vision,
+            VisionConfig {
+                hidden_size: 1024,
+                intermediate_size: 4096,
+                num_hidden_layers: 24,
+                num_attention_heads: 16,
+                num_channels: 3,
+                image_size: 336,
+                patch_size: 14,
+                layer_norm_eps: 1e-5,
+                hidden_act: Activation::QuickGelu,
+            }
+        );
+        assert_eq!(
+            config.text,
+            TextConfig {
+                hidden_size: 4096,
+                intermediate_size: 11008,
+                num_hidden_layers: 32,
+                num_attention_heads: 32,
+                num_key_value_heads: 32,
+                head_dim: 128,
+                vocab_size: 32064,
+                rms_norm_eps: 1e-5,
+                rope_theta: 10000.0,
+                max_position_embeddings: 4096,
+                hidden_act: Activation::Silu,
+                tie_word_embeddings: false,
+                attention_bias: false,
+                mlp_bias: false,
+            }
+        );
+        assert_eq!(config.image_token_index, 32000);
+        assert_eq!(config.vision_feature_layer, -2);
+        assert_eq!(config.vision_feature_select_strategy, FeatureSelect::Patches);
+        assert_eq!(config.projector_hidden_act, Activation::Gelu);
+        assert!(config.multimodal_projector_bias);
+        assert_eq!(config.eos_token_ids, vec![2]);
+        assert_eq!(config.image_seq_len(), 576);
+    }
+
+    #[test]
+    fn rope_parameters_form() {
+        let config = parse(ROPE_PARAMETERS).expect("config");
+        assert_eq!(
+            config.vision,
+            VisionConfig {
+                hidden_size: 32,
+                intermediate_size: 48,
+                num_hidden_layers: 3,
+                num_attention_heads: 2,
+                num_channels: 3,
+                image_size: 56,
+                patch_size: 14,
+                layer_norm_eps: 1e-6,
+                hidden_act: Activation::Gelu,
+            }
+        );
+        assert_eq!(
+            config.text,
+            TextConfig {
+                hidden_size: 64,
+                intermediate_size: 96,
+                num_hidden_layers: 2,
+                num_attention_heads: 4,
+                num_key_value_heads: 2,
+                head_dim: 32,
+                vocab_size: 100,
+                rms_norm_eps: 1e-6,
+                rope_theta: 500000.0,
+                max_position_embeddings: 512,
+                hidden_act: Activation::Silu,
+                tie_word_embeddings: true,
+                attention_bias: true,
+                mlp_bias: true,
+            }
+        );
+        assert_eq!(config.image_token_index, 7);
+        assert_eq!(config.vision_feature_layer, -1);
+        assert_eq!(config.vision_feature_select_strategy, FeatureSelect::Full);
+        assert_eq!(config.projector_hidden_act, Activation::GeluTanh);
+        assert!(!config.multimodal_projector_bias);
+        assert_eq!(config.eos_token_ids, vec![5, 6]);
+        assert_eq!(config.image_seq_len(), 17);
+    }
+
+    #[test]
+    fn missing_vision_config_is_clip_l_336_and_text_is_llama_defaults() {
+        let config = parse(r#"{"model_type": "llava"}"#).expect("config");
+        assert_eq!(config.vision, LLAVA_DEFAULT_VISION);
+        assert_eq!(
+            (
+                config.vision.hidden_size,
+                config.vision.image_size,
+                config.vision.patch_size
+            ),
+            (1024, 336, 14)
+        );
+        assert_eq!(config.text.vocab_size, 32000);
+        assert_eq!(config.text.rms_norm_eps, 1e-6);
+        assert_eq!(config.text.max_position_embeddings, 2048);
+        assert_eq!(config.text.rope_theta, 10000.0);
+        assert_eq!(config.eos_token_ids, vec![2]);
+    }
+
+    #[test]
+    fn sparse_vision_dict_gets_clip_vision_defaults_and_mistral_its_own() {
+        let config = parse(
+            r#"{"model_type": "llava", "vision_config": {"hidden_size": 96},
+                "text_config": {"model_type": "mistral", "sliding_window": null,
+                                "rope_theta": 1000000.0, "rope_scaling": null}}"#,
+        )
+        .expect("config");
+        assert_eq!(
+            config.vision,
+            VisionConfig {
+                hidden_size: 96,
+                ..CLIP_VISION_DEFAULTS
+            }
+        );
+        assert_eq!(
+            (
+                config.vision.image_size,
+                config.vision.patch_size,
+                config.vision.num_hidden_layers
+            ),
+            (224, 32, 12)
+        );
+        let t = &config.text;
+        assert_eq!(
+            (t.intermediate_size, t.num_key_value_heads, t.head_dim),
+            (14336, 8, 128)
+        );
+        assert_eq!(t.max_position_embeddings, 131072);
+        assert_eq!(t.rope_theta, 1_000_000.0);
+    }
+
+    #[test]
+    fn generation_config_eos_wins_and_falls_back_in_order() {
+        let dir = write_dir(&[
+            ("config.json", ROPE_PARAMETERS),
+            (
+                "generation_config.json",
+                r#"{"bos_token_id": 1, "eos_token_id": [9, 2, 9]}"#,
+            ),
+        ]);
+        assert_eq!(
+            LlavaConfig::from_dir(dir.path()).expect("config").eos_token_ids,
+            vec![9, 2]
+        );
+
+        let dir = write_dir(&[
+            ("config.json", ROPE_PARAMETERS),
+            ("generation_config.json", r#"{"eos_token_id": 11}"#),
+        ]);
+        assert_eq!(
+            LlavaConfig::from_dir(dir.path()).expect("config").eos_token_ids,
+            vec![11]
+        );
+
+        // No eos in generation_config.json: the text config's list.
+        let dir = write_dir(&[
+            ("config.json", ROPE_PARAMETERS),
+            ("generation_config.json", r#"{"do_sample": false}"#),
+        ]);
+        assert_eq!(
+            LlavaConfig::from_dir(dir.path()).expect("config").eos_token_ids,
+            vec![5, 6]
+        );
+
+        // Nothing in the text config: the top level.
+        let config = parse(r#"{"model_type": "llava", "eos_token_id": 3}"#).expect("config");
+        assert_eq!(config.eos_token_ids, vec![3]);
+    }
+
+    #[test]
+    fn legacy_rope_spellings() {
+        let config = parse(r#"{"model_type": "llava", "text_config": {"rope_theta": 20000}}"#).expect("config");
+        assert_eq!(config.text.rope_theta, 20000.0);
+        let config = parse(
+            r#"{"model_type": "llava", "text_config": {"rope_theta": 20000, "rope_scaling": {"type": "default"}}}"#,
+        )
+        .expect("config");
+        assert_eq!(config.text.rope_theta, 20000.0);
+    }
+
+    #[test]
+    fn rope_scaling_other_than_default_is_refused() {
+        let err = parse_err(
+            r#"{"model_type": "llava", "text_config": {"rope_parameters": {"rope_type": "llama3", "factor": 8.0, "rope_theta": 500000.0}}}"#,
+        );
+        assert_eq!(err.kind, ErrorKind::Model);
+        assert_eq!(
+            err.message,
+            "m/config.json: unsupported rope scaling 'llama3' in text_config (glimpse supports plain RoPE, rope_type 'default')"
+        );
+        let err =
+            parse_err(r#"{"model_type": "llava", "text_config": {"rope_scaling": {"type": "linear", "factor": 2.0}}}"#);
+        assert!(
+            err.message.contains("unsupported rope scaling 'linear'"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn missing_config_json_names_the_directory() {
+        let dir = write_dir(&[]);
+        let err = LlavaConfig::from_dir(dir.path()).expect_err("no config");
+        assert_eq!(err.kind, ErrorKind::Model);
+        assert_eq!(
+            err.message,
+            format!(
+                "{}: no config.json (expected a Hugging Face LLaVA checkpoint directory)",
+                dir.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn invalid_json_names_file_line_and_column() {
+        let dir = write_dir(&[("config.json", "{\n  \"model_type\": \"llava\",\n  oops\n}")]);
+        let err = LlavaConfig::from_dir(dir.path()).expect_err("bad json");
+        let file = dir.path().join("config.json");
+        assert_eq!(err.kind, ErrorKind::Model);
+        assert_eq!(
+            err.message,
+            format!(
+                "{}: invalid JSON: key must be a string at line 3 column 3",
+                file.display()
+            )
+        );
+
+        let dir = write_dir(&[
+            ("config.json", ROPE_PARAMETERS),
+            ("generation_config.json", "{\"eos_token_id\": }"),
+        ]);
+        let err = LlavaConfig::from_dir(dir.path()).expect_err("bad json");
+        let file = dir.path().join("generation_config.json");
+        assert_eq!(
+            err.message,
+            format!("{}: invalid JSON: expected value at line 1 column 18", file.display())
+        );
+    }
+
+    #[test]
+    fn wrong_field_type_is_reported_with_position() {
+        let err = parse_err("{\"model_type\": \"llava\",\n \"text_config\": {\"hidden_size\": \"big\"}}");
+        assert_eq!(
+            err.message,
+            "m/config.json: invalid JSON: invalid type: string \"big\", expected usize at line 2 column 37"
+        );
+    }
+
+    #[test]
+    fn unsupported_architectures() {
+        let err = parse_err(r#"{"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"]}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: unsupported architecture (model_type 'qwen2_vl', architectures [\"Qwen2VLForConditionalGeneration\"]); glimpse runs LLaVA checkpoints (model_type 'llava', LlavaForConditionalGeneration)"
+        );
+        let err = parse_err(r#"{"model_type": "llava", "text_config": {"model_type": "qwen2"}}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: unsupported architecture: text_config.model_type 'qwen2' (glimpse supports Llama-compatible language models: llama, mistral)"
+        );
+        let err = parse_err(r#"{"model_type": "llava", "vision_config": {"model_type": "siglip_vision_model"}}"#);
+        assert!(
+            err.message.contains("vision_config.model_type 'siglip_vision_model'"),
+            "{}",
+            err.message
+        );
+        // Mistral's class default has a 4096-token sliding window.
+        let err = parse_err(r#"{"model_type": "llava", "text_config": {"model_type": "mistral"}}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: unsupported sliding-window attention (text_config.sliding_window 4096 < max_position_embeddings 131072); glimpse attends over the full context"
+        );
+        // Without model_type an explicit LLaVA architecture is enough.
+        assert!(parse(r#"{"architectures": ["LlavaForConditionalGeneration"]}"#).is_ok());
+        assert!(parse(r#"{}"#).is_err());
+    }
+
+    #[test]
+    fn feature_layer_checks() {
+        let err = parse_err(r#"{"model_type": "llava", "vision_feature_layer": [-2, -5]}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: vision_feature_layer [-2,-5] is a list of layers; glimpse supports a single layer for now"
+        );
+        // CLIP-L has 24 layers, so hidden_states has 25 entries: -25..=24 are valid.
+        assert_eq!(
+            parse(r#"{"model_type": "llava", "vision_feature_layer": -25}"#)
+                .expect("ok")
+                .vision_feature_layer,
+            -25
+        );
+        assert_eq!(
+            parse(r#"{"model_type": "llava", "vision_feature_layer": 24}"#)
+                .expect("ok")
+                .vision_feature_layer,
+            24
+        );
+        let err = parse_err(r#"{"model_type": "llava", "vision_feature_layer": -26}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: vision_feature_layer -26 is out of range for a vision tower with 24 layers"
+        );
+        let err = parse_err(r#"{"model_type": "llava", "vision_feature_select_strategy": "cls"}"#);
+        assert!(
+            err.message.contains("unsupported vision_feature_select_strategy 'cls'"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn inconsistent_sizes_are_refused() {
+        let err =
+            parse_err(r#"{"model_type": "llava", "text_config": {"hidden_size": 100, "num_attention_heads": 3}}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: text_config.hidden_size 100 is not divisible by num_attention_heads 3"
+        );
+        let err = parse_err(r#"{"model_type": "llava", "text_config": {"num_key_value_heads": 5}}"#);
+        assert!(
+            err.message
+                .contains("num_attention_heads 32 is not divisible by num_key_value_heads 5"),
+            "{}",
+            err.message
+        );
+        let err = parse_err(r#"{"model_type": "llava", "vision_config": {"patch_size": 0}}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: vision_config.patch_size must be positive, found 0"
+        );
+        let err = parse_err(r#"{"model_type": "llava", "vision_config": {"image_size": [336, 224]}}"#);
+        assert!(
+            err.message.contains("image_size [336, 224] is not square"),
+            "{}",
+            err.message
+        );
+        let err = parse_err(r#"{"model_type": "llava", "projector_hidden_act": "relu"}"#);
+        assert!(
+            err.message
+                .contains("unsupported activation 'relu' in projector_hidden_act"),
+            "{}",
+            err.message
+        );
+        let err = parse_err(r#"{"model_type": "llava", "eos_token_id": -1}"#);
+        assert_eq!(err.message, "m/config.json: eos_token_id must hold token ids, found -1");
     }
 }
