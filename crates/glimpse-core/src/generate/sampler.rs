@@ -41,10 +41,7 @@ impl SamplingParams {
             )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::usage(format!(
-                "top-p must be in (0, 1], got {}",
-                self.top_p
-            )));
+            return Err(Error::usage(format!("top-p must be in (0, 1], got {}", self.top_p)));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             return Err(Error::usage(format!(
@@ -87,10 +84,7 @@ impl Sampler {
     ///
     /// NaN logits count as impossible tokens; history ids outside the vocabulary are ignored.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
-        assert!(
-            !logits.is_empty(),
-            "sampler called with an empty logits row"
-        );
+        assert!(!logits.is_empty(), "sampler called with an empty logits row");
         for logit in logits.iter_mut() {
             if logit.is_nan() {
                 *logit = f32::NEG_INFINITY;
@@ -149,8 +143,7 @@ impl Sampler {
         self.candidates
             .extend(logits.iter().zip(0u32..).map(|(&logit, id)| (logit, id)));
         if top_k > 0 && top_k < self.candidates.len() {
-            self.candidates
-                .select_nth_unstable_by(top_k - 1, by_logit_descending);
+            self.candidates.select_nth_unstable_by(top_k - 1, by_logit_descending);
             self.candidates.truncate(top_k);
         }
         // Temperature does not change the order, so top-k above could use raw logits. From
@@ -159,11 +152,7 @@ impl Sampler {
         for candidate in self.candidates.iter_mut() {
             candidate.0 = ((candidate.0 - max_logit) / temperature).exp();
         }
-        let total: f64 = self
-            .candidates
-            .iter()
-            .map(|&(weight, _)| f64::from(weight))
-            .sum();
+        let total: f64 = self.candidates.iter().map(|&(weight, _)| f64::from(weight)).sum();
         let total = if top_p < 1.0 {
             self.keep_nucleus(total, f64::from(top_p))
         } else {
@@ -230,13 +219,7 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
 
-    fn sampler(
-        temperature: f32,
-        top_k: usize,
-        top_p: f32,
-        repetition_penalty: f32,
-        seed: u64,
-    ) -> Sampler {
+    fn sampler(temperature: f32, top_k: usize, top_p: f32, repetition_penalty: f32, seed: u64) -> Sampler {
         Sampler::new(SamplingParams {
             temperature,
             top_k,
@@ -248,9 +231,7 @@ mod tests {
     }
 
     fn draws(sampler: &mut Sampler, logits: &[f32], n: usize) -> Vec<u32> {
-        (0..n)
-            .map(|_| sampler.sample(&mut logits.to_vec(), &[]))
-            .collect()
+        (0..n).map(|_| sampler.sample(&mut logits.to_vec(), &[])).collect()
     }
 
     const LOGITS: [f32; 6] = [0.5, 2.0, -1.0, 1.9, 0.0, 1.5];
@@ -363,10 +344,7 @@ mod tests {
         let logits = [0.0, 3.0f32.ln()];
         let n = 10_000;
         let mut s = sampler(2.0, 0, 1.0, 1.0, 1234);
-        let ones = draws(&mut s, &logits, n)
-            .iter()
-            .filter(|&&id| id == 1)
-            .count();
+        let ones = draws(&mut s, &logits, n).iter().filter(|&&id| id == 1).count();
         let expected = 3.0f64.sqrt() / (1.0 + 3.0f64.sqrt());
         let observed = ones as f64 / n as f64;
         // Four standard deviations of a binomial proportion (σ ≈ 0.0048).
@@ -377,23 +355,15 @@ mod tests {
 
         // Temperature 1 keeps the raw 1:3 odds.
         let mut s = sampler(1.0, 0, 1.0, 1.0, 99);
-        let ones = draws(&mut s, &logits, n)
-            .iter()
-            .filter(|&&id| id == 1)
-            .count();
+        let ones = draws(&mut s, &logits, n).iter().filter(|&&id| id == 1).count();
         let observed = ones as f64 / n as f64;
-        assert!(
-            (observed - 0.75).abs() < 0.02,
-            "observed {observed}, expected 0.75"
-        );
+        assert!((observed - 0.75).abs() < 0.02, "observed {observed}, expected 0.75");
     }
 
     #[test]
     fn tiny_temperature_does_not_overflow() {
         let mut s = sampler(1e-6, 0, 1.0, 1.0, 0);
-        assert!(draws(&mut s, &[100.0, 300.0, 299.0], 50)
-            .iter()
-            .all(|&id| id == 1));
+        assert!(draws(&mut s, &[100.0, 300.0, 299.0], 50).iter().all(|&id| id == 1));
     }
 
     #[test]
@@ -433,9 +403,7 @@ mod tests {
             },
         ];
         for params in bad {
-            let err = Sampler::new(params)
-                .err()
-                .expect("settings should be rejected");
+            let err = Sampler::new(params).err().expect("settings should be rejected");
             assert_eq!(err.kind, ErrorKind::Usage, "{params:?}");
         }
         let err = Sampler::new(SamplingParams {

@@ -72,11 +72,7 @@ impl ChatTemplate {
         Self::from_source(&source, source_file, special_tokens)
     }
 
-    fn from_source(
-        source: &str,
-        source_file: String,
-        special_tokens: BTreeMap<&'static str, String>,
-    ) -> Result<Self> {
+    fn from_source(source: &str, source_file: String, special_tokens: BTreeMap<&'static str, String>) -> Result<Self> {
         let mut env = transformers_environment();
         env.add_template_owned(TEMPLATE_NAME, without_generation_tags(source))
             .map_err(|e| {
@@ -106,28 +102,21 @@ impl ChatTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| Error::internal(format!("chat template went missing: {e}")))?;
-        template
-            .render(&context)
-            .map_err(|e| match raised_message(&e) {
-                // The template itself rejected the conversation (e.g. roles must alternate).
-                Some(message) => Error::usage(format!(
-                    "the chat template rejected the conversation: {message}"
-                )),
-                None => Error::model(format!(
-                    "the chat template in {} failed to render: {}",
-                    self.source_file,
-                    one_line(&e)
-                )),
-            })
+        template.render(&context).map_err(|e| match raised_message(&e) {
+            // The template itself rejected the conversation (e.g. roles must alternate).
+            Some(message) => Error::usage(format!("the chat template rejected the conversation: {message}")),
+            None => Error::model(format!(
+                "the chat template in {} failed to render: {}",
+                self.source_file,
+                one_line(&e)
+            )),
+        })
     }
 }
 
 /// Locates the template text: chat_template.jinja, then chat_template.json, then
 /// tokenizer_config.json. Returns the text and the name of the file it came from.
-fn find_template(
-    dir: &Path,
-    tokenizer_config: Option<&serde_json::Value>,
-) -> Result<(String, String)> {
+fn find_template(dir: &Path, tokenizer_config: Option<&serde_json::Value>) -> Result<(String, String)> {
     let jinja_path = dir.join("chat_template.jinja");
     if jinja_path.is_file() {
         let text = std::fs::read_to_string(&jinja_path)
@@ -138,9 +127,7 @@ fn find_template(
         let path = dir.join("chat_template.json").display().to_string();
         return match config.get("chat_template").and_then(|t| t.as_str()) {
             Some(text) => Ok((text.to_owned(), path)),
-            None => Err(Error::model(format!(
-                "{path} has no \"chat_template\" string"
-            ))),
+            None => Err(Error::model(format!("{path} has no \"chat_template\" string"))),
         };
     }
     let path = dir.join("tokenizer_config.json").display().to_string();
@@ -162,17 +149,14 @@ fn find_template(
 /// plain chat uses the one named "default".
 fn default_of_named_templates(named: &[serde_json::Value], path: &str) -> Result<(String, String)> {
     let template_named = |wanted: &str| {
-        named.iter().find_map(|entry| {
-            (entry.get("name")?.as_str()? == wanted).then(|| entry.get("template")?.as_str())?
-        })
+        named
+            .iter()
+            .find_map(|entry| (entry.get("name")?.as_str()? == wanted).then(|| entry.get("template")?.as_str())?)
     };
     match template_named("default") {
         Some(text) => Ok((text.to_owned(), format!("{path} (template \"default\")"))),
         None => {
-            let names: Vec<&str> = named
-                .iter()
-                .filter_map(|entry| entry.get("name")?.as_str())
-                .collect();
+            let names: Vec<&str> = named.iter().filter_map(|entry| entry.get("name")?.as_str()).collect();
             Err(Error::model(format!(
                 "{path} has named chat templates ({}) but none called \"default\"",
                 names.join(", ")
@@ -187,9 +171,7 @@ fn transformers_environment() -> Environment<'static> {
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("raise_exception", raise_exception);
-    env.add_function("strftime_now", |format: String| {
-        DateTime::now_utc().format(&format)
-    });
+    env.add_function("strftime_now", |format: String| DateTime::now_utc().format(&format));
     env.add_filter("tojson", tojson);
     env
 }
@@ -207,10 +189,7 @@ impl fmt::Display for RaisedByTemplate {
 impl std::error::Error for RaisedByTemplate {}
 
 fn raise_exception(message: String) -> std::result::Result<String, minijinja::Error> {
-    Err(
-        minijinja::Error::new(JinjaErrorKind::InvalidOperation, message.clone())
-            .with_source(RaisedByTemplate(message)),
-    )
+    Err(minijinja::Error::new(JinjaErrorKind::InvalidOperation, message.clone()).with_source(RaisedByTemplate(message)))
 }
 
 fn raised_message(error: &minijinja::Error) -> Option<String> {
@@ -253,21 +232,14 @@ fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja
     };
     let mut out = Vec::new();
     let written = match &indent {
-        None => value.serialize(&mut serde_json::Serializer::with_formatter(
-            &mut out,
-            PythonCompact,
-        )),
+        None => value.serialize(&mut serde_json::Serializer::with_formatter(&mut out, PythonCompact)),
         Some(indent) => value.serialize(&mut serde_json::Serializer::with_formatter(
             &mut out,
             serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes()),
         )),
     };
     written.map_err(|e| {
-        minijinja::Error::new(
-            JinjaErrorKind::InvalidOperation,
-            "tojson cannot serialise the value",
-        )
-        .with_source(e)
+        minijinja::Error::new(JinjaErrorKind::InvalidOperation, "tojson cannot serialise the value").with_source(e)
     })?;
     // serde_json writes only valid UTF-8.
     Ok(Value::from(String::from_utf8_lossy(&out).into_owned()))
@@ -278,11 +250,7 @@ fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja
 struct PythonCompact;
 
 impl serde_json::ser::Formatter for PythonCompact {
-    fn begin_array_value<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -290,11 +258,7 @@ impl serde_json::ser::Formatter for PythonCompact {
         }
     }
 
-    fn begin_object_key<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -340,9 +304,7 @@ fn rewrite_generation_tag(tag: &str) -> Option<String> {
         "endgeneration" => "endif",
         _ => return None,
     };
-    Some(format!(
-        "{{%{open_modifier} {replacement} {close_modifier}%}}"
-    ))
+    Some(format!("{{%{open_modifier} {replacement} {close_modifier}%}}"))
 }
 
 fn split_modifier_prefix(inner: &str) -> (&str, &str) {
@@ -366,9 +328,7 @@ mod tests {
     use crate::text::test_support::{fixture_json, fixtures_dir, ScratchDir};
 
     fn text(text: &str) -> ContentPart {
-        ContentPart::Text {
-            text: text.to_owned(),
-        }
+        ContentPart::Text { text: text.to_owned() }
     }
 
     fn message(role: &str, content: Vec<ContentPart>) -> Message {
@@ -379,10 +339,7 @@ mod tests {
     }
 
     fn template(source: &str, tokens: &[(&'static str, &str)]) -> ChatTemplate {
-        let tokens = tokens
-            .iter()
-            .map(|&(name, token)| (name, token.to_owned()))
-            .collect();
+        let tokens = tokens.iter().map(|&(name, token)| (name, token.to_owned())).collect();
         ChatTemplate::from_source(source, "test template".to_owned(), tokens).unwrap()
     }
 
@@ -397,11 +354,7 @@ mod tests {
             message("assistant", vec![text("A cat.")]),
             message(
                 "user",
-                vec![
-                    text("And the colour?"),
-                    ContentPart::Image,
-                    ContentPart::Image,
-                ],
+                vec![text("And the colour?"), ContentPart::Image, ContentPart::Image],
             ),
         ];
         let t = template(source, &[("bos_token", "<s>"), ("eos_token", "</s>")]);
@@ -416,10 +369,7 @@ mod tests {
     #[test]
     fn python_compatible_filters_and_methods() {
         let source = "{{ bos_token }}[{{ messages | tojson }}]\n{{ {'k': '<b>&\u{e9}', 'n': [1, 2.5, none, true]} | tojson(indent=2) }}\n{% for k, v in {'a': 1, 'b': 'x'}.items() %}{{ k }}={{ v }};{% endfor %}{{ 'Hi'.lower() }}{{ unk_token }}|{{ ' x '.strip() }}|{{ 'a,b'.split(',') | length }}";
-        let messages = [message(
-            "user",
-            vec![ContentPart::Image, text("Say \"hi\" <ok>")],
-        )];
+        let messages = [message("user", vec![ContentPart::Image, text("Say \"hi\" <ok>")])];
         let t = template(source, &[("bos_token", "<s>")]);
         assert_eq!(
             t.render(&messages, false).unwrap(),
@@ -431,14 +381,8 @@ mod tests {
     fn raise_exception_is_a_usage_error_with_the_template_message() {
         let source = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation roles must start with user') }}{% endif %}ok";
         let t = template(source, &[]);
-        assert_eq!(
-            t.render(&[message("user", vec![text("hi")])], false)
-                .unwrap(),
-            "ok"
-        );
-        let err = t
-            .render(&[message("assistant", vec![text("hi")])], false)
-            .unwrap_err();
+        assert_eq!(t.render(&[message("user", vec![text("hi")])], false).unwrap(), "ok");
+        let err = t.render(&[message("assistant", vec![text("hi")])], false).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Usage);
         assert_eq!(
             err.message,
@@ -472,38 +416,24 @@ mod tests {
     #[test]
     fn generation_tags_keep_their_whitespace_control() {
         assert_eq!(
-            without_generation_tags(
-                "a {%- generation -%} b {% endgeneration %}{%+generation%}{% if x %}"
-            ),
+            without_generation_tags("a {%- generation -%} b {% endgeneration %}{%+generation%}{% if x %}"),
             "a {%- if true -%} b {% endif %}{%+ if true %}{% if x %}"
         );
-        assert_eq!(
-            without_generation_tags("tail {% unclosed"),
-            "tail {% unclosed"
-        );
+        assert_eq!(without_generation_tags("tail {% unclosed"), "tail {% unclosed");
     }
 
     const TEMPLATE_A: &str = "A{{ messages | length }}";
 
     fn only_template(dir: &ScratchDir) -> String {
-        ChatTemplate::from_dir(dir.path())
-            .unwrap()
-            .render(&[], false)
-            .unwrap()
+        ChatTemplate::from_dir(dir.path()).unwrap().render(&[], false).unwrap()
     }
 
     #[test]
     fn template_file_precedence() {
         let dir = ScratchDir::new("template-precedence");
-        dir.write(
-            "tokenizer_config.json",
-            r#"{"chat_template": "from tokenizer_config"}"#,
-        );
+        dir.write("tokenizer_config.json", r#"{"chat_template": "from tokenizer_config"}"#);
         assert_eq!(only_template(&dir), "from tokenizer_config");
-        dir.write(
-            "chat_template.json",
-            r#"{"chat_template": "from chat_template.json"}"#,
-        );
+        dir.write("chat_template.json", r#"{"chat_template": "from chat_template.json"}"#);
         assert_eq!(only_template(&dir), "from chat_template.json");
         dir.write("chat_template.jinja", TEMPLATE_A);
         assert_eq!(only_template(&dir), "A0");
@@ -605,8 +535,7 @@ mod tests {
             "tiny-llava-two-images",
         ] {
             let expected = fixture_json(&format!("expected/{model}.json"));
-            let template =
-                ChatTemplate::from_dir(&fixtures_dir().join("models").join(model)).unwrap();
+            let template = ChatTemplate::from_dir(&fixtures_dir().join("models").join(model)).unwrap();
             let template_file = expected["chat_template_file"].as_str().unwrap();
             assert!(
                 template.source_file.ends_with(template_file),
@@ -628,11 +557,7 @@ mod tests {
         template_files.dedup();
         assert_eq!(
             template_files,
-            [
-                "chat_template.jinja",
-                "chat_template.json",
-                "tokenizer_config.json"
-            ]
+            ["chat_template.jinja", "chat_template.json", "tokenizer_config.json"]
         );
     }
 }

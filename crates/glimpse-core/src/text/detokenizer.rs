@@ -59,9 +59,7 @@ impl<'a> IncrementalDetokenizer<'a> {
         let emitted = self
             .tokenizer
             .decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
-        let full = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..], true)?;
+        let full = self.tokenizer.decode(&self.ids[self.prefix_offset..], true)?;
         Ok((emitted, full))
     }
 }
@@ -110,9 +108,7 @@ mod tests {
     }
 
     fn push_all(detokenizer: &mut IncrementalDetokenizer, ids: &[u32]) -> Vec<String> {
-        ids.iter()
-            .map(|&id| detokenizer.push(id).unwrap())
-            .collect()
+        ids.iter().map(|&id| detokenizer.push(id).unwrap()).collect()
     }
 
     #[test]
@@ -121,10 +117,7 @@ mod tests {
         let ids = [1, 3, 4, 5, 6, 10, 11, 7, 8, 9, 12, 2];
         let mut detokenizer = IncrementalDetokenizer::new(&tokenizer);
         let pieces = push_all(&mut detokenizer, &ids);
-        assert_eq!(
-            pieces,
-            ["", "Hello", " w", "", "ö", "rld", " ", "", "", "€", "!", ""]
-        );
+        assert_eq!(pieces, ["", "Hello", " w", "", "ö", "rld", " ", "", "", "€", "!", ""]);
         assert_eq!(detokenizer.finish().unwrap(), "");
         // The Python `tokenizers` library decodes the same ids to this text.
         assert_eq!(pieces.concat(), "Hello wörld €!");
@@ -185,10 +178,7 @@ mod tests {
         let mut streamed = String::new();
         for (id, expected) in ids.iter().zip(&prefix_decodes) {
             let piece = detokenizer.push(*id).unwrap();
-            assert!(
-                !piece.contains(REPLACEMENT),
-                "half a character streamed: {piece:?}"
-            );
+            assert!(!piece.contains(REPLACEMENT), "half a character streamed: {piece:?}");
             streamed.push_str(&piece);
             assert_eq!(streamed, expected.trim_end_matches(REPLACEMENT));
         }

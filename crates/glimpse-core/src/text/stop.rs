@@ -49,10 +49,7 @@ impl StopMatcher {
         let keep_from = self.start_of_possible_stop();
         let keep = self.held.split_off(keep_from);
         let emit = std::mem::replace(&mut self.held, keep);
-        StopCheck {
-            emit,
-            stopped: false,
-        }
+        StopCheck { emit, stopped: false }
     }
 
     /// End of generation: releases any held-back text.
@@ -64,11 +61,7 @@ impl StopMatcher {
     fn first_completed_stop(&self) -> Option<usize> {
         self.stops
             .iter()
-            .filter_map(|stop| {
-                self.held
-                    .find(stop.as_str())
-                    .map(|start| (start + stop.len(), start))
-            })
+            .filter_map(|stop| self.held.find(stop.as_str()).map(|start| (start + stop.len(), start)))
             .min()
             .map(|(_, start)| start)
     }

@@ -47,9 +47,7 @@ pub(crate) struct DateTime {
 impl DateTime {
     pub(crate) fn now_utc() -> Self {
         // A clock before 1970 is a broken machine; the epoch is as good a date as any.
-        let seconds = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Self::from_unix_seconds(seconds as i64)
     }
 
@@ -117,8 +115,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_from_march = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
@@ -159,10 +156,7 @@ mod tests {
         assert_eq!(t.format("%a %q"), "Thu %q");
 
         let epoch = DateTime::from_unix_seconds(0);
-        assert_eq!(
-            epoch.format("%Y-%m-%d %a %j %I %p"),
-            "1970-01-01 Thu 001 12 AM"
-        );
+        assert_eq!(epoch.format("%Y-%m-%d %a %j %I %p"), "1970-01-01 Thu 001 12 AM");
         // 1969-12-31 23:59:59 (before the epoch), a Wednesday.
         let before = DateTime::from_unix_seconds(-1);
         assert_eq!(

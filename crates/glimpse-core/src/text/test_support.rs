@@ -39,10 +39,9 @@ impl Drop for ScratchDir {
 /// Parses a JSON file under the fixtures directory (`rel` is relative to it).
 pub(crate) fn fixture_json(rel: &str) -> serde_json::Value {
     let path = fixtures_dir().join(rel);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("golden fixture {} is missing: {e}", path.display()));
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("golden fixture {} is missing: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
 }
 
 /// The ids of a JSON array of numbers.
@@ -51,11 +50,7 @@ pub(crate) fn ids(value: &serde_json::Value) -> Vec<u32> {
         .as_array()
         .expect("an array of token ids")
         .iter()
-        .map(|id| {
-            id.as_u64()
-                .and_then(|id| u32::try_from(id).ok())
-                .expect("a token id")
-        })
+        .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()).expect("a token id"))
         .collect()
 }
 

@@ -20,13 +20,10 @@ impl TextTokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
-            return Err(Error::model(format!(
-                "{} has no tokenizer.json",
-                dir.display()
-            )));
+            return Err(Error::model(format!("{} has no tokenizer.json", dir.display())));
         }
-        let inner = Tokenizer::from_file(&path)
-            .map_err(|e| Error::model(format!("cannot load {}: {e}", path.display())))?;
+        let inner =
+            Tokenizer::from_file(&path).map_err(|e| Error::model(format!("cannot load {}: {e}", path.display())))?;
 
         let config = read_optional_json(dir, "tokenizer_config.json")?;
         let config = config.as_ref();
@@ -93,8 +90,8 @@ pub(crate) fn read_optional_json(dir: &Path, name: &str) -> Result<Option<Value>
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::model(format!("cannot read {}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| Error::model(format!("cannot read {}: {e}", path.display())))?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| Error::model(format!("{} is not valid JSON: {e}", path.display())))
@@ -127,8 +124,8 @@ fn added_tokens_by_content(config: &Value) -> HashMap<String, u32> {
 /// eos_token_id from generation_config.json, else from config.json (top level or, for
 /// multimodal checkpoints, its text_config); an int or a list of ints.
 fn model_eos_token_ids(dir: &Path) -> Result<Vec<u32>> {
-    if let Some(ids) = read_optional_json(dir, "generation_config.json")?
-        .and_then(|config| token_ids(config.get("eos_token_id")?))
+    if let Some(ids) =
+        read_optional_json(dir, "generation_config.json")?.and_then(|config| token_ids(config.get("eos_token_id")?))
     {
         return Ok(ids);
     }
@@ -178,10 +175,7 @@ mod tests {
         let ids = tokenizer.encode("hello there world</s>", true).unwrap();
         assert_eq!(ids, vec![3, 0, 4, 2]);
         assert_eq!(tokenizer.decode(&ids, true).unwrap(), "hello <unk> world");
-        assert_eq!(
-            tokenizer.decode(&ids, false).unwrap(),
-            "hello <unk> world </s>"
-        );
+        assert_eq!(tokenizer.decode(&ids, false).unwrap(), "hello <unk> world </s>");
         assert_eq!(tokenizer.token_id("world"), Some(4));
         assert_eq!(tokenizer.token_id("nope"), None);
         // No tokenizer_config.json and no model config: nothing special is known.
@@ -219,18 +213,12 @@ mod tests {
         let dir = model_dir("tok-eos-config");
         dir.write("generation_config.json", r#"{"bos_token_id": 1}"#);
         dir.write("config.json", r#"{"text_config": {"eos_token_id": 5}}"#);
-        assert_eq!(
-            TextTokenizer::from_dir(dir.path()).unwrap().eos_token_ids(),
-            &[5]
-        );
+        assert_eq!(TextTokenizer::from_dir(dir.path()).unwrap().eos_token_ids(), &[5]);
         dir.write(
             "config.json",
             r#"{"eos_token_id": 4, "text_config": {"eos_token_id": 5}}"#,
         );
-        assert_eq!(
-            TextTokenizer::from_dir(dir.path()).unwrap().eos_token_ids(),
-            &[4]
-        );
+        assert_eq!(TextTokenizer::from_dir(dir.path()).unwrap().eos_token_ids(), &[4]);
     }
 
     #[test]
@@ -240,10 +228,7 @@ mod tests {
             "tokenizer_config.json",
             r#"{"eos_token": "<|eot|>", "added_tokens_decoder": {"7": {"content": "<|eot|>", "special": true}}}"#,
         );
-        assert_eq!(
-            TextTokenizer::from_dir(dir.path()).unwrap().eos_token_ids(),
-            &[7]
-        );
+        assert_eq!(TextTokenizer::from_dir(dir.path()).unwrap().eos_token_ids(), &[7]);
     }
 
     #[test]
@@ -251,10 +236,7 @@ mod tests {
         let dir = ScratchDir::new("tok-missing");
         let err = TextTokenizer::from_dir(dir.path()).err().unwrap();
         assert_eq!(err.kind, ErrorKind::Model);
-        assert_eq!(
-            err.message,
-            format!("{} has no tokenizer.json", dir.path().display())
-        );
+        assert_eq!(err.message, format!("{} has no tokenizer.json", dir.path().display()));
     }
 
     #[test]
@@ -263,10 +245,9 @@ mod tests {
         dir.write("tokenizer.json", "{\"model\": ");
         let err = TextTokenizer::from_dir(dir.path()).err().unwrap();
         assert_eq!(err.kind, ErrorKind::Model);
-        assert!(err.message.starts_with(&format!(
-            "cannot load {}",
-            dir.path().join("tokenizer.json").display()
-        )));
+        assert!(err
+            .message
+            .starts_with(&format!("cannot load {}", dir.path().join("tokenizer.json").display())));
         assert!(!err.message.contains('\n'));
 
         dir.write("tokenizer.json", WORD_TOKENIZER);
@@ -297,11 +278,7 @@ mod tests {
         assert!(!cases.is_empty());
         for case in cases {
             let text = case["text"].as_str().unwrap();
-            assert_eq!(
-                tokenizer.encode(text, true).unwrap(),
-                ids(&case["ids"]),
-                "{text:?}"
-            );
+            assert_eq!(tokenizer.encode(text, true).unwrap(), ids(&case["ids"]), "{text:?}");
             assert_eq!(
                 tokenizer.encode(text, false).unwrap(),
                 ids(&case["ids_no_special"]),
