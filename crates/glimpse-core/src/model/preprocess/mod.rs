@@ -22,6 +22,7 @@ mod resample;
 mod tests;
 
 use std::ops::Range;
+use std::path::Path;
 
 use crate::error::{Error, Result};
 
@@ -74,7 +75,7 @@ pub struct ImageProcessorConfig {
 
 impl ImageProcessorConfig {
     /// Reads preprocessor_config.json or processor_config.json.
-    pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
+    pub fn from_dir(dir: &Path) -> Result<Self> {
         config::read_dir(dir)
     }
 

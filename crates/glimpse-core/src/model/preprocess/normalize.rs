@@ -34,7 +34,7 @@ impl PixelMap {
     }
 
     /// Maps an interleaved RGB image to planar CHW floats.
-    pub fn to_chw(&self, image: &RgbImage) -> Vec<f32> {
+    pub fn to_chw(self, image: &RgbImage) -> Vec<f32> {
         // A value depends only on (channel, level): a 3 × 256 table makes this exact and cheap.
         let table: Vec<[f32; 256]> = (0..3)
             .map(|channel| std::array::from_fn(|level| self.value(channel, level as u8)))

@@ -127,8 +127,8 @@ fn sinc(x: f64) -> f64 {
     }
 }
 
-/// Fractional bits of the fixed-point weights: 8 bits of pixel value and two bits of
-/// headroom for kernels whose partial sums leave 0..1 must fit in an `i32`.
+/// Fractional bits of the fixed-point weights: an `i32` sum keeps 8 bits for the pixel
+/// value and 2 bits of headroom, because kernels with negative lobes overshoot 0..=255.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
 /// Turns an accumulated fixed-point sum into a pixel value.
@@ -204,7 +204,7 @@ impl AxisWeights {
         )
     }
 
-    /// The source indices read by all outputs together.
+    /// The source indices read by all outputs together (starts and ends never decrease).
     fn source_span(&self) -> Range<usize> {
         match (self.starts.first(), self.starts.last(), self.lens.last()) {
             (Some(&first), Some(&last), Some(&len)) => first..last + len,
