@@ -60,11 +60,7 @@ pub fn place(part: &RgbImage, size: Size, top: usize, left: usize) -> RgbImage {
 
 /// The PIL backend's generic `pad`: CHW `values` of an image shaped like `image`, extended
 /// with zeros below and to the right up to `target`.
-pub fn pad_values_bottom_right(
-    values: Vec<f32>,
-    image: &RgbImage,
-    target: Size,
-) -> Result<Vec<f32>> {
+pub fn pad_values_bottom_right(values: Vec<f32>, image: &RgbImage, target: Size) -> Result<Vec<f32>> {
     let (width, height) = (image.width as usize, image.height as usize);
     if (height, width) == (target.height, target.width) {
         return Ok(values);

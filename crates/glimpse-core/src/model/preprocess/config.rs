@@ -65,10 +65,9 @@ pub fn parse_text(text: &str, source: &str) -> Result<ImageProcessorConfig> {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::model(format!("{}: cannot read: {e}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::model(format!("{}: invalid JSON: {e}", path.display())))
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::model(format!("{}: cannot read: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| Error::model(format!("{}: invalid JSON: {e}", path.display())))
 }
 
 /// How an integer `size` is read: transformers' `get_size_dict(default_to_square=...)`.
@@ -92,18 +91,13 @@ impl Settings<'_> {
 
     fn invalid(&self, key: &str, expected: &str) -> Error {
         let got = self.get(key).map_or_else(String::new, Value::to_string);
-        Error::model(format!(
-            "{}: \"{key}\" must be {expected}, got {got}",
-            self.source
-        ))
+        Error::model(format!("{}: \"{key}\" must be {expected}, got {got}", self.source))
     }
 
     fn bool(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| self.invalid(key, "true or false")),
+            Some(v) => v.as_bool().ok_or_else(|| self.invalid(key, "true or false")),
         }
     }
 
@@ -136,10 +130,7 @@ impl Settings<'_> {
             Value::Number(_) => {
                 let n = self.length(key, value)?;
                 match int_size {
-                    IntSize::Square => ResizeTarget::Exact(Size {
-                        height: n,
-                        width: n,
-                    }),
+                    IntSize::Square => ResizeTarget::Exact(Size { height: n, width: n }),
                     IntSize::ShortestEdge => ResizeTarget::ShortestEdge(n),
                 }
             }
@@ -155,9 +146,7 @@ impl Settings<'_> {
                     .collect();
                 keys.sort_unstable();
                 match keys.as_slice() {
-                    ["shortest_edge"] => {
-                        ResizeTarget::ShortestEdge(self.length(key, &dict["shortest_edge"])?)
-                    }
+                    ["shortest_edge"] => ResizeTarget::ShortestEdge(self.length(key, &dict["shortest_edge"])?),
                     ["height", "width"] => ResizeTarget::Exact(Size {
                         height: self.length(key, &dict["height"])?,
                         width: self.length(key, &dict["width"])?,

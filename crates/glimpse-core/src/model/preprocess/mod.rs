@@ -158,22 +158,9 @@ impl ImageProcessorConfig {
     }
 
     /// The rectangle `cols` × `rows` of `image` after the resize step.
-    fn resized_region(
-        &self,
-        image: &RgbImage,
-        resized: Size,
-        cols: Range<usize>,
-        rows: Range<usize>,
-    ) -> RgbImage {
+    fn resized_region(&self, image: &RgbImage, resized: Size, cols: Range<usize>, rows: Range<usize>) -> RgbImage {
         match self.resize {
-            Some(resize) => resample::resize_region(
-                image,
-                resized.width,
-                resized.height,
-                resize.filter,
-                cols,
-                rows,
-            ),
+            Some(resize) => resample::resize_region(image, resized.width, resized.height, resize.filter, cols, rows),
             None => resample::copy_region(&image.data, image.width as usize, cols, rows),
         }
     }

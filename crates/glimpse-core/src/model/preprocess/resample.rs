@@ -198,10 +198,7 @@ impl AxisWeights {
 
     fn taps(&self, slot: usize) -> (usize, &[i32]) {
         let from = slot * self.stride;
-        (
-            self.starts[slot],
-            &self.weights[from..from + self.lens[slot]],
-        )
+        (self.starts[slot], &self.weights[from..from + self.lens[slot]])
     }
 
     /// The source indices read by all outputs together (starts and ends never decrease).
@@ -231,10 +228,8 @@ pub fn resize_region(
         return nearest_region(image, out_width, out_height, cols, rows);
     }
 
-    let horizontal = (out_width != in_width)
-        .then(|| AxisWeights::new(filter, in_width, out_width, cols.clone()));
-    let vertical = (out_height != in_height)
-        .then(|| AxisWeights::new(filter, in_height, out_height, rows.clone()));
+    let horizontal = (out_width != in_width).then(|| AxisWeights::new(filter, in_width, out_width, cols.clone()));
+    let vertical = (out_height != in_height).then(|| AxisWeights::new(filter, in_height, out_height, rows.clone()));
     let source = View {
         data: &image.data,
         width: in_width,

@@ -49,10 +49,7 @@ fn rgb(entry: &Value) -> RgbImage {
         height: entry["height"].as_u64().unwrap() as u32,
         data: base64_decode(entry["rgb"].as_str().unwrap()),
     };
-    assert_eq!(
-        image.data.len(),
-        image.width as usize * image.height as usize * 3
-    );
+    assert_eq!(image.data.len(), image.width as usize * image.height as usize * 3);
     image
 }
 
@@ -71,9 +68,7 @@ fn full_resize(image: &RgbImage, width: usize, height: usize, filter: Filter) ->
 
 /// Number of bytes that differ, and the first differing index, for a readable failure.
 fn byte_mismatch(actual: &[u8], expected: &[u8]) -> Option<(usize, usize)> {
-    let differing: Vec<usize> = (0..expected.len())
-        .filter(|&i| actual[i] != expected[i])
-        .collect();
+    let differing: Vec<usize> = (0..expected.len()).filter(|&i| actual[i] != expected[i]).collect();
     differing.first().map(|&first| (differing.len(), first))
 }
 
@@ -97,10 +92,7 @@ fn resize_matches_pillow_bit_for_bit() {
         let expected = rgb(case);
         let (w, h) = (expected.width as usize, expected.height as usize);
         let actual = full_resize(&images[name], w, h, filter);
-        assert_eq!(
-            (actual.width, actual.height),
-            (expected.width, expected.height)
-        );
+        assert_eq!((actual.width, actual.height), (expected.width, expected.height));
         if let Some((count, first)) = byte_mismatch(&actual.data, &expected.data) {
             panic!(
                 "{name} -> {w}x{h} with filter {filter_id}: {count} bytes differ, first at {first} \
@@ -153,9 +145,7 @@ fn pipeline_matches_transformers() {
 
         // The uint8 image Pillow produced inside transformers' resize, bit for bit.
         if let Some(expected) = case.get("resized").map(rgb) {
-            let resize = config
-                .resize
-                .expect("fixture resized without a resize step");
+            let resize = config.resize.expect("fixture resized without a resize step");
             let padded = config.square_pad.map(|bg| canvas::pad_to_square(image, bg));
             let source = padded.as_ref().unwrap_or(image);
             assert_eq!(
@@ -166,20 +156,12 @@ fn pipeline_matches_transformers() {
                 },
                 "{label}: resized size"
             );
-            let actual = full_resize(
-                source,
-                expected.width as usize,
-                expected.height as usize,
-                resize.filter,
-            );
+            let actual = full_resize(source, expected.width as usize, expected.height as usize, resize.filter);
             if let Some((count, first)) = byte_mismatch(&actual.data, &expected.data) {
                 panic!("{label}: resized image has {count} differing bytes, first at {first}");
             }
         } else {
-            assert!(
-                config.resize.is_none(),
-                "{label}: fixture lacks the resized image"
-            );
+            assert!(config.resize.is_none(), "{label}: fixture lacks the resized image");
         }
 
         let shape = (
@@ -242,10 +224,7 @@ impl TempDir {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "glimpse-preprocess-{tag}-{}-{n}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("glimpse-preprocess-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -270,10 +249,7 @@ fn parse(json: &str) -> Result<ImageProcessorConfig> {
 fn model_error(result: Result<ImageProcessorConfig>) -> String {
     let error = result.expect_err("expected a configuration error");
     assert_eq!(error.kind, ErrorKind::Model, "{error}");
-    assert!(
-        !error.message.contains('\n'),
-        "error is not one line: {error}"
-    );
+    assert!(!error.message.contains('\n'), "error is not one line: {error}");
     error.message
 }
 
@@ -287,13 +263,7 @@ fn assert_saved_llava_config(config: &ImageProcessorConfig) {
             filter: Filter::Bilinear
         })
     );
-    assert_eq!(
-        config.center_crop,
-        Some(Size {
-            height: 28,
-            width: 26
-        })
-    );
+    assert_eq!(config.center_crop, Some(Size { height: 28, width: 26 }));
     assert_eq!(config.output_size(), (28, 26));
     assert_eq!(config.pad_to, None);
 }
@@ -317,16 +287,8 @@ fn nested_settings_take_priority_over_preprocessor_config() {
         "processor_config.json",
         r#"{"image_processor": {"crop_size": 40, "size": 40}}"#,
     )
-    .write(
-        "preprocessor_config.json",
-        r#"{"crop_size": 50, "size": 50}"#,
-    );
-    assert_eq!(
-        ImageProcessorConfig::from_dir(&dir.0)
-            .unwrap()
-            .output_size(),
-        (40, 40)
-    );
+    .write("preprocessor_config.json", r#"{"crop_size": 50, "size": 50}"#);
+    assert_eq!(ImageProcessorConfig::from_dir(&dir.0).unwrap().output_size(), (40, 40));
 }
 
 #[test]
@@ -336,16 +298,8 @@ fn processor_config_without_image_processor_falls_back_to_preprocessor_config() 
         "processor_config.json",
         r#"{"patch_size": 14, "image_processor": null}"#,
     )
-    .write(
-        "preprocessor_config.json",
-        r#"{"crop_size": 50, "size": 50}"#,
-    );
-    assert_eq!(
-        ImageProcessorConfig::from_dir(&dir.0)
-            .unwrap()
-            .output_size(),
-        (50, 50)
-    );
+    .write("preprocessor_config.json", r#"{"crop_size": 50, "size": 50}"#);
+    assert_eq!(ImageProcessorConfig::from_dir(&dir.0).unwrap().output_size(), (50, 50));
 }
 
 #[test]
@@ -362,10 +316,7 @@ fn unreadable_json_is_a_model_error_naming_the_file() {
     let dir = TempDir::new("badjson");
     dir.write("preprocessor_config.json", "{\"size\": ");
     let message = model_error(ImageProcessorConfig::from_dir(&dir.0));
-    assert!(
-        message.contains("preprocessor_config.json: invalid JSON"),
-        "{message}"
-    );
+    assert!(message.contains("preprocessor_config.json: invalid JSON"), "{message}");
 }
 
 #[test]
@@ -398,18 +349,14 @@ fn empty_settings_take_the_clip_defaults() {
 
 #[test]
 fn null_settings_count_as_absent() {
-    let config =
-        parse(r#"{"size": null, "crop_size": null, "resample": null, "do_resize": null}"#).unwrap();
+    let config = parse(r#"{"size": null, "crop_size": null, "resample": null, "do_resize": null}"#).unwrap();
     assert_eq!(config, parse("{}").unwrap());
 }
 
 #[test]
 fn sizes_may_be_ints_lists_or_dicts() {
     let int_sizes = parse(r#"{"size": 336, "crop_size": 336}"#).unwrap();
-    assert_eq!(
-        int_sizes.resize.unwrap().target,
-        ResizeTarget::ShortestEdge(336)
-    );
+    assert_eq!(int_sizes.resize.unwrap().target, ResizeTarget::ShortestEdge(336));
     assert_eq!(
         int_sizes.center_crop,
         Some(Size {
@@ -418,36 +365,24 @@ fn sizes_may_be_ints_lists_or_dicts() {
         })
     );
 
-    let square =
-        parse(r#"{"size": 20, "default_to_square": true, "do_center_crop": false}"#).unwrap();
+    let square = parse(r#"{"size": 20, "default_to_square": true, "do_center_crop": false}"#).unwrap();
     assert_eq!(
         square.resize.unwrap().target,
-        ResizeTarget::Exact(Size {
-            height: 20,
-            width: 20
-        })
+        ResizeTarget::Exact(Size { height: 20, width: 20 })
     );
     assert_eq!(square.output_size(), (20, 20));
 
     let lists = parse(r#"{"size": [30, 40], "crop_size": [10, 12]}"#).unwrap();
     assert_eq!(
         lists.resize.unwrap().target,
-        ResizeTarget::Exact(Size {
-            height: 30,
-            width: 40
-        })
+        ResizeTarget::Exact(Size { height: 30, width: 40 })
     );
     assert_eq!(lists.output_size(), (10, 12));
 
-    let dicts =
-        parse(r#"{"size": {"height": 30, "width": 40}, "crop_size": {"height": 9, "width": 7}}"#)
-            .unwrap();
+    let dicts = parse(r#"{"size": {"height": 30, "width": 40}, "crop_size": {"height": 9, "width": 7}}"#).unwrap();
     assert_eq!(
         dicts.resize.unwrap().target,
-        ResizeTarget::Exact(Size {
-            height: 30,
-            width: 40
-        })
+        ResizeTarget::Exact(Size { height: 30, width: 40 })
     );
     assert_eq!(dicts.output_size(), (9, 7));
 }
@@ -488,9 +423,7 @@ fn unsupported_settings_are_named_in_one_line() {
     let message = model_error(parse(r#"{"resample": 7}"#));
     assert!(message.contains("\"resample\": 7"), "{message}");
 
-    let message = model_error(parse(
-        r#"{"size": {"shortest_edge": 336, "longest_edge": 600}}"#,
-    ));
+    let message = model_error(parse(r#"{"size": {"shortest_edge": 336, "longest_edge": 600}}"#));
     assert!(message.contains("longest_edge"), "{message}");
 
     let message = model_error(parse(r#"{"crop_size": {"shortest_edge": 336}}"#));
@@ -548,9 +481,7 @@ fn invalid_images_are_input_errors() {
         },
     ];
     for image in &cases {
-        let error = config
-            .preprocess(image)
-            .expect_err("invalid image accepted");
+        let error = config.preprocess(image).expect_err("invalid image accepted");
         assert_eq!(error.kind, ErrorKind::Input, "{error}");
         assert!(!error.message.contains('\n'));
     }
