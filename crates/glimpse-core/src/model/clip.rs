@@ -86,12 +86,6 @@ impl<B: Backend> ClipVision<B> {
                 "vision_feature_layer {fl} is out of range for a vision tower with {total} layers"
             )));
         }
-        if v.hidden_size % v.num_attention_heads != 0 {
-            return Err(Error::model(format!(
-                "vision hidden_size {} is not a multiple of num_attention_heads {}",
-                v.hidden_size, v.num_attention_heads
-            )));
-        }
         let grid = v.image_size / v.patch_size;
         let (d, p, c) = (v.hidden_size, v.patch_size, v.num_channels);
         let emb = l.at("embeddings");

@@ -7,7 +7,7 @@
 use super::config::TextConfig;
 use super::{Linear, Loader};
 use crate::backend::{AttentionParams, Backend};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::generate::kv_cache::KvCache;
 
 struct DecoderLayer<B: Backend> {
@@ -86,12 +86,7 @@ impl<B: Backend> Llama<B> {
     /// `model` is the decoder's prefix (`language_model.model`), `lm_head` the output
     /// projection's full name.
     pub(crate) fn load(model: &Loader<'_, B>, lm_head: &Loader<'_, B>, cfg: &TextConfig) -> Result<Self> {
-        if cfg.num_key_value_heads == 0 || cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
-            return Err(Error::model(format!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                cfg.num_attention_heads, cfg.num_key_value_heads
-            )));
-        }
+        // LlavaConfig has checked that the head counts divide evenly.
         let (vocab, hid) = (cfg.vocab_size, cfg.hidden_size);
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::load(&model.at(&format!("layers.{i}")), cfg))

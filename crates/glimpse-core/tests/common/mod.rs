@@ -1,5 +1,8 @@
 //! Shared helpers for tests that read the committed golden fixtures.
 
+// Each test binary compiles this module and uses a different subset of it.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 
 use glimpse_core::engine::RgbImage;
