@@ -77,6 +77,8 @@ pub struct ModelInfo {
     pub hidden_size: usize,
     pub image_tokens: usize,
     pub context_length: usize,
+    /// KV-cache bytes each token of context occupies (f32 keys and values, all layers).
+    pub kv_bytes_per_token: u64,
     pub backend: String,
 }
 
@@ -156,6 +158,8 @@ impl Engine {
             hidden_size: cfg.text.hidden_size,
             image_tokens: cfg.image_seq_len(),
             context_length: cfg.text.max_position_embeddings,
+            kv_bytes_per_token: (cfg.text.num_hidden_layers * self.model.language.kv_width() * 2 * size_of::<f32>())
+                as u64,
             backend: self.backend.description(),
         }
     }
