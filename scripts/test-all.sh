@@ -50,15 +50,20 @@ check "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warni
 suite cargo-test cargo test --workspace --locked
 status=$?
 # libtest prints one `test result: ok. N passed; M failed; ...` line per test binary.
-read -r rust_passed rust_failed < <(sed 's/\x1b\[[0-9;]*m//g' "$logs/cargo-test.log" |
-  awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-       END { print p + 0, f + 0 }')
+read -r rust_passed rust_failed < <(sed 's/\x1b\[[0-9;]*m//g' "$logs/cargo-test.log" | awk '
+  /^test result:/ {
+    for (i = 1; i < NF; i++) {
+      if ($(i + 1) ~ /^passed/) p += $i
+      if ($(i + 1) ~ /^failed/) f += $i
+    }
+  }
+  END { print p + 0, f + 0 }')
 count "cargo test" "$status" "$rust_passed" "$rust_failed"
 
 check "typecheck" npm run --silent typecheck
 check "build" npm run --silent build
 
-suite uvu env NO_COLOR=1 npx uvu -r tsx test '\.test\.ts$'
+suite uvu env NO_COLOR=1 npx uvu -r tsx --no-color test '\.test\.ts$'
 status=$?
 # uvu closes with `Total: N` and `Passed: N`; skipped tests are not in Total.
 read -r ts_total ts_passed < <(sed 's/\x1b\[[0-9;]*m//g' "$logs/uvu.log" |

@@ -32,7 +32,8 @@ export async function main(argv: string[], context: Partial<BaseContext> = {}): 
   const fullContext = { ...Cli.defaultContext, ...context };
   try {
     // clipanion's default colour choice ignores whether stdout is a terminal.
-    const cli = createCli(fullContext.stdout === process.stdout && process.stdout.isTTY === true && process.stdout.hasColors());
+    const toTerminal = fullContext.stdout === process.stdout && process.stdout.isTTY === true;
+    const cli = createCli(toTerminal && process.stdout.hasColors());
     let command: Command<BaseContext>;
     try {
       command = cli.process(argv, fullContext);

@@ -98,7 +98,10 @@ export class AskCommand extends GlimpseCommand {
 
   /** Images first: a bad file should fail fast, before a model takes seconds to load. */
   private async prepare(modelDir: string): Promise<{ images: RgbImage[]; model: Model }> {
-    const progress = startProgress('Reading images', Boolean(process.stderr.isTTY) && !this.json);
+    const progress = startProgress(
+      this.images.length > 0 ? 'Reading images' : 'Loading model',
+      Boolean(process.stderr.isTTY) && !this.json,
+    );
     try {
       const images = await Promise.all(this.images.map((path) => loadImage(path, { maxPixels: this.maxPixels })));
       progress.update('Loading model');
@@ -160,7 +163,10 @@ export class AskCommand extends GlimpseCommand {
   private async readPrompt(): Promise<string> {
     // `glimpse ask photo.jpg` (prompt forgotten) would otherwise ask the text "photo.jpg".
     if (IMAGE_EXTENSIONS.has(extname(this.prompt).toLowerCase()) && existsSync(this.prompt)) {
-      throw new GlimpseError('usage', `missing prompt: the last argument must be the question, not an image (${this.prompt})`);
+      throw new GlimpseError(
+        'usage',
+        `missing prompt: the last argument must be the question, not an image (${this.prompt})`,
+      );
     }
     const prompt = this.prompt === '-' ? (await readAll(this.context.stdin)).trim() : this.prompt;
     if (prompt === '') throw new GlimpseError('usage', 'the prompt is empty');

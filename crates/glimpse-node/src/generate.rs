@@ -18,6 +18,7 @@ use napi::{Env, ScopedTask, Status};
 use napi_derive::napi;
 
 use crate::errors::{guarded, to_js_error};
+use crate::json::to_js_value;
 
 /// Streamed while generating: the id of the latest token and the text it completed
 /// (empty while a multi-byte character is still incomplete).
@@ -103,7 +104,7 @@ impl<'env> ScopedTask<'env> for GenerateTask {
 
     fn resolve(&mut self, env: &'env Env, output: Self::Output) -> napi::Result<Self::JsValue> {
         match output {
-            Ok(output) => env.to_js_value(&output),
+            Ok(output) => to_js_value(env, &output),
             Err(err) => Err(to_js_error(env, &err)),
         }
     }

@@ -7,6 +7,7 @@
 
 mod errors;
 mod generate;
+mod json;
 mod model;
 mod request;
 

@@ -10,6 +10,7 @@ use napi::{Env, Task};
 use napi_derive::napi;
 
 use crate::errors::{guarded, to_js_error};
+use crate::json::to_js_value;
 use crate::generate::{GenerateTask, TokenCallback};
 use crate::request::GenerateRequestInput;
 
@@ -71,7 +72,7 @@ impl Model {
     #[napi(ts_return_type = "Record<string, unknown>")]
     pub fn info<'env>(&self, env: &'env Env) -> napi::Result<Unknown<'env>> {
         match guarded(|| Ok(self.engine.info())) {
-            Ok(info) => env.to_js_value(&info),
+            Ok(info) => to_js_value(env, &info),
             Err(err) => Err(to_js_error(env, &err)),
         }
     }
