@@ -17,7 +17,10 @@ function usageError(args: string[], input?: string): string {
 }
 
 test('an unknown flag is a one-line usage error', () => {
-  assert.is(usageError(['ask', '--frobnicate', 'hi']), `glimpse: Unsupported option name ("--frobnicate") (see 'glimpse --help')`);
+  assert.is(
+    usageError(['ask', '--frobnicate', 'hi']),
+    `glimpse: Unsupported option name ("--frobnicate") (see 'glimpse --help')`,
+  );
 });
 
 test('an unknown command is a one-line usage error', () => {

@@ -10,8 +10,8 @@ use napi::{Env, Task};
 use napi_derive::napi;
 
 use crate::errors::{guarded, to_js_error};
-use crate::json::to_js_value;
 use crate::generate::{GenerateTask, TokenCallback};
+use crate::json::to_js_value;
 use crate::request::GenerateRequestInput;
 
 #[napi(object, object_to_js = false)]
