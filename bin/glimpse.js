@@ -11,5 +11,5 @@ try {
   process.stderr.write(`glimpse: ${reason}\n`);
   process.exit(4);
 }
-cli.exitQuietlyOnClosedStdout();
+cli.installProcessHandlers();
 process.exitCode = await cli.main(process.argv.slice(2));

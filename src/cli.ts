@@ -54,11 +54,20 @@ function syntaxErrorReason(error: unknown, argv: string[]): string {
   return firstLine.startsWith('Command not found') ? `unknown command: ${argv[0] ?? ''}` : firstLine;
 }
 
-/** A reader that went away (`glimpse ask ... | head -1`) is not an error worth a message. */
-export function exitQuietlyOnClosedStdout(): void {
+/**
+ * Process-wide safety nets for the command-line entry point: a reader that went away
+ * (`glimpse ask ... | head -1`) ends the run quietly, and an error escaping every handler
+ * still ends as one line rather than a stack trace.
+ */
+export function installProcessHandlers(): void {
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code === 'EPIPE') process.exit(EXIT_CODES.ok);
-    process.stderr.write(`glimpse: cannot write output: ${error.message}\n`);
+    process.stderr.write(`glimpse: cannot write output: ${oneLine(error.message)}\n`);
     process.exit(EXIT_CODES.internal);
   });
+  const lastResort = (error: unknown): void => {
+    process.exit(reportError(error, process.stderr));
+  };
+  process.on('uncaughtException', lastResort);
+  process.on('unhandledRejection', lastResort);
 }
