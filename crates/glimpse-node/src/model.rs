@@ -1,0 +1,98 @@
+//! `loadModel()` and the `Model` class.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use glimpse_core::{Engine, Error, LoadOptions, Result};
+use napi::bindgen_prelude::{AbortSignal, AsyncTask, Unknown};
+use napi::{Env, Task};
+use napi_derive::napi;
+
+use crate::errors::{guarded, to_js_error};
+use crate::generate::{GenerateTask, TokenCallback};
+use crate::json::to_js_value;
+use crate::request::GenerateRequestInput;
+
+#[napi(object, object_to_js = false)]
+pub struct LoadModelOptions {
+    /// Worker threads for the CPU backend; all cores when left out.
+    pub threads: Option<u32>,
+}
+
+/// Loads the model in `dir` on a worker thread.
+#[napi(ts_return_type = "Promise<Model>")]
+pub fn load_model(dir: String, options: Option<LoadModelOptions>) -> AsyncTask<LoadTask> {
+    let threads = options.and_then(|options| options.threads);
+    let options = match threads {
+        Some(0) => Err(Error::usage("threads must be at least 1")),
+        _ => Ok(LoadOptions {
+            threads: threads.map(|n| n as usize),
+        }),
+    };
+    AsyncTask::new(LoadTask {
+        dir: PathBuf::from(dir),
+        options,
+    })
+}
+
+pub struct LoadTask {
+    dir: PathBuf,
+    options: Result<LoadOptions>,
+}
+
+impl Task for LoadTask {
+    type Output = Result<Engine>;
+    type JsValue = Model;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let options = self.options.clone();
+        Ok(guarded(|| Engine::load(&self.dir, options?)))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<Model> {
+        match output {
+            Ok(engine) => Ok(Model {
+                engine: Arc::new(engine),
+            }),
+            Err(err) => Err(to_js_error(&env, &err)),
+        }
+    }
+}
+
+/// A loaded model; any number of generations can run on it.
+#[napi]
+pub struct Model {
+    engine: Arc<Engine>,
+}
+
+#[napi]
+impl Model {
+    /// Architecture, sizes and memory needs (the engine's `ModelInfo`, snake_case keys).
+    #[napi(ts_return_type = "Record<string, unknown>")]
+    pub fn info<'env>(&self, env: &'env Env) -> napi::Result<Unknown<'env>> {
+        match guarded(|| Ok(self.engine.info())) {
+            Ok(info) => to_js_value(env, &info),
+            Err(err) => Err(to_js_error(env, &err)),
+        }
+    }
+
+    /// Runs one generation on a worker thread. `onEvent` sees every token before the
+    /// promise resolves with the engine's `GenerateOutput` (snake_case keys). Aborting
+    /// `signal` stops generation at the next token.
+    #[napi(ts_return_type = "Promise<Record<string, unknown>>")]
+    pub fn generate(
+        &self,
+        request: GenerateRequestInput,
+        #[napi(ts_arg_type = "(event: TokenEvent) => unknown")] on_event: TokenCallback,
+        signal: Option<AbortSignal>,
+    ) -> AsyncTask<GenerateTask> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        if let Some(signal) = signal {
+            let flag = Arc::clone(&cancel);
+            signal.on_abort(move || flag.store(true, Ordering::SeqCst));
+        }
+        let request = request.into_engine_request();
+        AsyncTask::new(GenerateTask::new(Arc::clone(&self.engine), request, cancel, on_event))
+    }
+}

@@ -1,0 +1,175 @@
+// `glimpse ask [IMAGE...] PROMPT`: answer one question about zero or more images.
+
+import { existsSync } from 'node:fs';
+import { extname } from 'node:path';
+import { text as readAll } from 'node:stream/consumers';
+
+import { Option } from 'clipanion';
+import * as t from 'typanion';
+
+import { type GenerateOutput, type Message, Model } from '../engine.js';
+import { EXIT_CODES, GlimpseError } from '../errors.js';
+import { Interrupt } from '../interrupt.js';
+import { DEFAULT_MAX_PIXELS, loadImage, type RgbImage } from '../media/image.js';
+import { resolveModelDir } from '../model-path.js';
+import { NdjsonWriter } from '../output/ndjson.js';
+import { startProgress } from '../output/spinner.js';
+import { formatStats } from '../output/stats.js';
+import { TextPrinter } from '../output/text-printer.js';
+import { GlimpseCommand, isAbove, isWholeNumber, threadsOption } from './base.js';
+
+export const DEFAULT_MAX_TOKENS = 256;
+
+const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.webp', '.gif', '.tif', '.tiff', '.avif', '.heic', '.bmp']);
+
+export class AskCommand extends GlimpseCommand {
+  static override paths = [['ask']];
+
+  static override usage = GlimpseCommand.Usage({
+    description: 'Ask a question about images',
+    details: `
+      The last argument is the prompt (\`-\` reads it from standard input); the ones before it
+      are images, each shown to the model in order. With no image the model answers text only.
+
+      The answer is streamed to standard output. \`--json\` prints one JSON event per line
+      instead: \`token\` events, then \`stats\` and \`done\`.
+    `,
+    examples: [
+      ['Describe a photo', '$0 ask photo.jpg "What is in this picture?"'],
+      ['Compare two images with a local checkpoint', '$0 ask --model ./llava-1.5-7b-hf a.png b.png "What changed?"'],
+      ['Read the prompt from a file', '$0 ask chart.png - < question.txt'],
+    ],
+  });
+
+  images = Option.Rest({ name: 'image' });
+  prompt = Option.String({ name: 'prompt' });
+
+  model = Option.String('--model', { description: 'Model directory or cached Hugging Face repo id' });
+  system = Option.String('--system', { description: 'System message to put before the question' });
+  maxTokens = Option.String('--max-tokens', {
+    description: `Most tokens to generate (default: ${DEFAULT_MAX_TOKENS})`,
+    validator: isWholeNumber(1),
+  });
+  temperature = Option.String('--temperature', {
+    description: 'Sampling temperature; 0 picks the likeliest token every time (default: 0)',
+    validator: t.cascade(t.isNumber(), [t.isAtLeast(0)]),
+  });
+  topK = Option.String('--top-k', {
+    description: 'Sample only from the K likeliest tokens; 0 = no limit (default: 0)',
+    validator: isWholeNumber(0),
+  });
+  topP = Option.String('--top-p', {
+    description: 'Sample only from the likeliest tokens whose probabilities sum to P (default: 1)',
+    validator: t.cascade(t.isNumber(), [isAbove(0), t.isAtMost(1)]),
+  });
+  repetitionPenalty = Option.String('--repetition-penalty', {
+    description: 'Penalty for repeating earlier tokens; 1 = none (default: 1)',
+    validator: t.cascade(t.isNumber(), [isAbove(0)]),
+  });
+  seed = Option.String('--seed', { description: 'Random seed for sampling (default: 0)', validator: isWholeNumber(0) });
+  stop = Option.Array('--stop', { description: 'Stop when this text is generated (repeatable)' });
+  threads = threadsOption();
+  maxPixels = Option.String('--max-pixels', {
+    description: `Refuse larger images (default: ${DEFAULT_MAX_PIXELS})`,
+    validator: isWholeNumber(1),
+  });
+  json = Option.Boolean('--json', false, { description: 'Print NDJSON events instead of text' });
+  stats = Option.Boolean('--stats', false, { description: 'Print generation statistics to stderr' });
+
+  async execute(): Promise<number> {
+    const prompt = await this.readPrompt();
+    const modelDir = resolveModelDir(this.model);
+    const output = this.json ? new NdjsonWriter(this.context.stdout) : new TextPrinter(this.context.stdout);
+    const interrupt = new Interrupt(() => output.mute());
+    try {
+      const { images, model } = await this.prepare(modelDir);
+      interrupt.generationStarted();
+      const result = await this.generate(model, this.conversation(prompt), images, output, interrupt.signal);
+      if (interrupt.interrupted || result.finish_reason === 'cancelled') return EXIT_CODES.cancelled;
+      this.finish(result, output);
+      return EXIT_CODES.ok;
+    } catch (error) {
+      if (interrupt.interrupted) return EXIT_CODES.cancelled;
+      throw error;
+    } finally {
+      interrupt.dispose();
+    }
+  }
+
+  /** Images first: a bad file should fail fast, before a model takes seconds to load. */
+  private async prepare(modelDir: string): Promise<{ images: RgbImage[]; model: Model }> {
+    const progress = startProgress(
+      this.images.length > 0 ? 'Reading images' : 'Loading model',
+      Boolean(process.stderr.isTTY) && !this.json,
+    );
+    try {
+      const images = await Promise.all(this.images.map((path) => loadImage(path, { maxPixels: this.maxPixels })));
+      progress.update('Loading model');
+      const model = await Model.load(modelDir, { threads: this.threads });
+      return { images, model };
+    } finally {
+      progress.stop();
+    }
+  }
+
+  private async generate(
+    model: Model,
+    messages: Message[],
+    images: RgbImage[],
+    output: TextPrinter | NdjsonWriter,
+    signal: AbortSignal,
+  ): Promise<GenerateOutput> {
+    const generation = model.generate(
+      {
+        messages,
+        images,
+        maxTokens: this.maxTokens ?? DEFAULT_MAX_TOKENS,
+        temperature: this.temperature ?? 0,
+        topK: this.topK,
+        topP: this.topP,
+        repetitionPenalty: this.repetitionPenalty,
+        seed: this.seed,
+        stop: this.stop,
+      },
+      signal,
+    );
+    for await (const event of generation) {
+      if (output instanceof NdjsonWriter) output.write({ type: 'token', text: event.text, id: event.id });
+      else output.write(event.text);
+    }
+    return generation.result;
+  }
+
+  private finish(result: GenerateOutput, output: TextPrinter | NdjsonWriter): void {
+    if (output instanceof NdjsonWriter) {
+      output.write({ type: 'stats', ...result.stats });
+      output.write({ type: 'done', text: result.text, finish_reason: result.finish_reason });
+      return;
+    }
+    output.finish();
+    if (this.stats) this.context.stderr.write(formatStats(result.stats));
+  }
+
+  private conversation(prompt: string): Message[] {
+    const messages: Message[] = [];
+    if (this.system !== undefined) messages.push({ role: 'system', content: [{ type: 'text', text: this.system }] });
+    messages.push({
+      role: 'user',
+      content: [...this.images.map(() => ({ type: 'image' as const })), { type: 'text', text: prompt }],
+    });
+    return messages;
+  }
+
+  private async readPrompt(): Promise<string> {
+    // `glimpse ask photo.jpg` (prompt forgotten) would otherwise ask the text "photo.jpg".
+    if (IMAGE_EXTENSIONS.has(extname(this.prompt).toLowerCase()) && existsSync(this.prompt)) {
+      throw new GlimpseError(
+        'usage',
+        `missing prompt: the last argument must be the question, not an image (${this.prompt})`,
+      );
+    }
+    const prompt = this.prompt === '-' ? (await readAll(this.context.stdin)).trim() : this.prompt;
+    if (prompt === '') throw new GlimpseError('usage', 'the prompt is empty');
+    return prompt;
+  }
+}
