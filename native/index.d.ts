@@ -41,6 +41,8 @@ export interface GenerateRequestInput {
   repetitionPenalty?: number
   seed?: number
   stop?: Array<string>
+  /** Keep generating through end-of-sequence tokens (for benchmarks); off by default. */
+  ignoreEos?: boolean
 }
 
 /** A decoded image: 8-bit RGB, row-major, `width * height * 3` bytes. */
@@ -65,10 +67,12 @@ export interface MessageInput {
 }
 
 /**
- * Streamed while generating: the id of the latest token and the text it completed
- * (empty while a multi-byte character is still incomplete).
+ * Streamed while generating: the text completed by the latest token (empty while a
+ * multi-byte character is still incomplete) and that token's id. The last event may have
+ * no id: it releases text held back at the end (an unfinished character, or text that
+ * could have begun a stop string). Concatenating every event's text gives the answer.
  */
 export interface TokenEvent {
-  id: number
+  id?: number
   text: string
 }

@@ -17,6 +17,8 @@ export interface ModelInfo {
   hidden_size: number;
   image_tokens: number;
   context_length: number;
+  /** KV-cache bytes one token of context occupies. */
+  kv_bytes_per_token: number;
   backend: string;
 }
 
@@ -47,6 +49,8 @@ export interface SamplingOptions {
   repetitionPenalty?: number;
   seed?: number;
   stop?: string[];
+  /** Keep generating through end-of-sequence tokens. */
+  ignoreEos?: boolean;
 }
 
 export interface GenerateRequest extends SamplingOptions {
@@ -55,6 +59,10 @@ export interface GenerateRequest extends SamplingOptions {
   images: RgbImage[];
 }
 
+/**
+ * Text as it is generated, with the id of the token that completed it. A last event
+ * without `id` releases text the engine held back; all texts together are the answer.
+ */
 export type TokenEvent = native.TokenEvent;
 
 /** A running generation: iterate it for tokens, then read `result`. */

@@ -47,7 +47,11 @@ export function formatInfo(info: ModelInfo): string {
     ['architecture', info.architecture],
     ['parameters', `${formatCount(info.parameters)} (${info.parameters.toLocaleString('en-US')})`],
     ['dtype', info.dtype],
-    ['memory needed', `${formatBytes(info.weight_bytes)} (weights)`],
+    [
+      'memory needed',
+      `${formatBytes(info.weight_bytes)} weights + ${formatBytes(info.kv_bytes_per_token * info.context_length)}` +
+        ` KV cache at ${info.context_length} tokens`,
+    ],
     ['layers', `vision ${info.vision_layers}, text ${info.text_layers}`],
     ['hidden size', String(info.hidden_size)],
     ['image tokens', String(info.image_tokens)],

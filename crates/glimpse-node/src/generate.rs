@@ -20,11 +20,13 @@ use napi_derive::napi;
 use crate::errors::{guarded, to_js_error};
 use crate::json::to_js_value;
 
-/// Streamed while generating: the id of the latest token and the text it completed
-/// (empty while a multi-byte character is still incomplete).
+/// Streamed while generating: the text completed by the latest token (empty while a
+/// multi-byte character is still incomplete) and that token's id. The last event may have
+/// no id: it releases text held back at the end (an unfinished character, or text that
+/// could have begun a stop string). Concatenating every event's text gives the answer.
 #[napi(object)]
 pub struct TokenEvent {
-    pub id: u32,
+    pub id: Option<u32>,
     pub text: String,
 }
 
@@ -58,12 +60,14 @@ impl GenerateTask {
     fn run(&self) -> Result<GenerateOutput> {
         let request = self.request.as_ref().map_err(Clone::clone)?;
         let mut callback_failure = None;
-        let output = self.engine.generate(request, &self.cancel, &mut |event| match event {
-            Event::Token { id, text } => {
-                if let Err(failure) = self.deliver(TokenEvent { id, text }) {
-                    callback_failure.get_or_insert(failure);
-                    self.cancel.store(true, Ordering::SeqCst);
-                }
+        let output = self.engine.generate(request, &self.cancel, &mut |event| {
+            let event = match event {
+                Event::Token { id, text } => TokenEvent { id: Some(id), text },
+                Event::Flush { text } => TokenEvent { id: None, text },
+            };
+            if let Err(failure) = self.deliver(event) {
+                callback_failure.get_or_insert(failure);
+                self.cancel.store(true, Ordering::SeqCst);
             }
         });
         match callback_failure {

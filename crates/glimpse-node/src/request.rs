@@ -45,6 +45,8 @@ pub struct GenerateRequestInput {
     pub repetition_penalty: Option<f64>,
     pub seed: Option<f64>,
     pub stop: Option<Vec<String>>,
+    /// Keep generating through end-of-sequence tokens (for benchmarks); off by default.
+    pub ignore_eos: Option<bool>,
 }
 
 impl GenerateRequestInput {
@@ -73,6 +75,7 @@ impl GenerateRequestInput {
             sampling,
             max_tokens: self.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS) as usize,
             stop: self.stop.unwrap_or_default(),
+            ignore_eos: self.ignore_eos.unwrap_or(false),
         })
     }
 }
@@ -152,6 +155,7 @@ mod tests {
             repetition_penalty: None,
             seed: None,
             stop: None,
+            ignore_eos: None,
         }
     }
 
@@ -216,6 +220,7 @@ mod tests {
         assert_eq!(converted.max_tokens, DEFAULT_MAX_TOKENS as usize);
         assert_eq!(converted.sampling, SamplingParams::default());
         assert!(converted.stop.is_empty());
+        assert!(!converted.ignore_eos);
     }
 
     #[test]
@@ -228,6 +233,7 @@ mod tests {
         input.repetition_penalty = Some(1.25);
         input.seed = Some(42.0);
         input.stop = Some(vec!["\n\n".into()]);
+        input.ignore_eos = Some(true);
         let converted = input.into_engine_request().unwrap();
         assert_eq!(
             converted.sampling,
@@ -241,6 +247,7 @@ mod tests {
         );
         assert_eq!(converted.max_tokens, 16);
         assert_eq!(converted.stop, vec!["\n\n".to_string()]);
+        assert!(converted.ignore_eos);
     }
 
     #[test]
