@@ -2,20 +2,17 @@
 //!
 //! Two regimes: prefill multiplies many rows and is compute-bound, so weight blocks are
 //! widened to f32 and handed to `gemm`; decode multiplies one row and is bound by reading
-//! the weights, so it streams them in their storage type through cache-sized tiles.
+//! the weights, so it streams them in their storage type through dot products.
 
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::simd::dot;
 use super::tensor::{CpuTensor, CpuWeight};
 
 /// Up to this many input rows, the product runs as dot products over streamed weight rows.
 const GEMV_MAX_ROWS: usize = 4;
 /// Weight rows widened to f32 at a time for `gemm` (bounds the temporary buffer).
 const WIDEN_BLOCK_ROWS: usize = 512;
-/// Weight elements widened per step in the dot-product path (fits in L1 on the stack).
-const GEMV_TILE: usize = 1024;
 /// Output features per parallel task in the dot-product path.
 const GEMV_ROWS_PER_TASK: usize = 32;
 
@@ -91,33 +88,15 @@ fn gemm_rows(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], dst: &mut [f32]
     }
 }
 
-/// `out[j] = x · w[j]` with weight rows widened tile by tile.
+/// `out[j] = x · w[j]`, reading each weight row once in its storage type: decode is bound
+/// by that read, so widening happens in registers rather than through a buffer.
 fn gemv(x: &[f32], w: &CpuWeight, out: &mut [f32]) {
-    let k = x.len();
-    if let Some(wf) = w.as_f32() {
-        out.par_chunks_mut(GEMV_ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(chunk, outs)| {
-                for (i, o) in outs.iter_mut().enumerate() {
-                    let j = chunk * GEMV_ROWS_PER_TASK + i;
-                    *o = dot(x, &wf[j * k..(j + 1) * k]);
-                }
-            });
-        return;
-    }
     out.par_chunks_mut(GEMV_ROWS_PER_TASK)
         .enumerate()
         .for_each(|(chunk, outs)| {
-            let mut tile = [0f32; GEMV_TILE];
+            let j0 = chunk * GEMV_ROWS_PER_TASK;
             for (i, o) in outs.iter_mut().enumerate() {
-                let j = chunk * GEMV_ROWS_PER_TASK + i;
-                let mut acc = 0f32;
-                for k0 in (0..k).step_by(GEMV_TILE) {
-                    let len = GEMV_TILE.min(k - k0);
-                    w.read_f32(j * k + k0, &mut tile[..len]);
-                    acc += dot(&x[k0..k0 + len], &tile[..len]);
-                }
-                *o = acc;
+                *o = w.dot_row(j0 + i, x);
             }
         });
 }

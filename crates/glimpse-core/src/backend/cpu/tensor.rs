@@ -2,6 +2,7 @@
 
 use half::{bf16, f16, slice::HalfFloatSliceExt};
 
+use super::simd::{dot, dot_bf16, dot_f16};
 use crate::error::{Error, Result};
 use crate::model::weights::{DType, TensorView};
 
@@ -90,6 +91,16 @@ impl CpuWeight {
     /// Widens elements `start..start + out.len()` (flat index) to f32.
     pub(crate) fn read_f32(&self, start: usize, out: &mut [f32]) {
         read_into(&self.data, start, out);
+    }
+
+    /// `x · row j`, reading the row in its storage type (no widened copy).
+    pub(crate) fn dot_row(&self, j: usize, x: &[f32]) -> f32 {
+        let row = j * self.cols..(j + 1) * self.cols;
+        match &self.data {
+            WeightData::F32(v) => dot(x, &v[row]),
+            WeightData::F16(v) => dot_f16(x, &v[row]),
+            WeightData::BF16(v) => dot_bf16(x, &v[row]),
+        }
     }
 
     /// The weight as f32 when it already is f32 (no copy needed).
