@@ -1,7 +1,7 @@
-//! The inner loops everything else leans on (dot products, with the second operand in
-//! f32, bf16 or f16, and `acc += s·v`), with AVX2+FMA versions picked at run time: the
-//! crate is built for baseline x86-64 so one binary runs everywhere, but nearly every
-//! machine it meets has AVX2.
+//! The inner loops everything else leans on (dot products with the second operand in f32,
+//! bf16 or f16; widening 16-bit values to f32; `acc += s·v`), with AVX2+FMA versions
+//! picked at run time: the crate is built for baseline x86-64 so one binary runs
+//! everywhere, but nearly every machine it meets has AVX2.
 //!
 //! The 16-bit dot products exist for decode, which reads every weight once per token:
 //! widening in registers keeps it at the speed of reading the 16-bit weights from memory.
@@ -39,6 +39,28 @@ pub(crate) fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
         return unsafe { x86::dot_f16(a, bytemuck::cast_slice(b)) };
     }
     dot_portable(a, b, f16::to_f32)
+}
+
+/// `dst[i] = src[i]` as f32.
+pub(crate) fn widen_bf16(src: &[bf16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { x86::widen_bf16(bytemuck::cast_slice(src), dst) };
+    }
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
+}
+
+/// `dst[i] = src[i]` as f32.
+pub(crate) fn widen_f16(src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() && std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU supports AVX2 and F16C (checked just above).
+        return unsafe { x86::widen_f16(bytemuck::cast_slice(src), dst) };
+    }
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
 }
 
 /// `acc[i] += s·v[i]`.
@@ -80,18 +102,9 @@ mod x86 {
         dot_with(a, b.as_ptr(), |p| _mm256_loadu_ps(p), |v| v)
     }
 
-    /// bf16 is the top half of an f32: zero-extend to 32 bits and shift left by 16.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot_bf16(a: &[f32], b: &[u16]) -> f32 {
-        dot_with(
-            a,
-            b.as_ptr(),
-            |p| {
-                let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
-                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
-            },
-            |v| f32::from_bits((v as u32) << 16),
-        )
+        dot_with(a, b.as_ptr(), |p| load8_bf16(p), bf16_to_f32)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -100,8 +113,59 @@ mod x86 {
             a,
             b.as_ptr(),
             |p| _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
-            |v| half::f16::from_bits(v).to_f32(),
+            f16_to_f32,
         )
+    }
+
+    /// Eight bf16 values widened: bf16 is the top half of an f32, so zero-extend to 32
+    /// bits and shift left by 16.
+    #[inline(always)]
+    unsafe fn load8_bf16(p: *const u16) -> __m256 {
+        let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
+    }
+
+    fn bf16_to_f32(v: u16) -> f32 {
+        f32::from_bits((v as u32) << 16)
+    }
+
+    fn f16_to_f32(v: u16) -> f32 {
+        half::f16::from_bits(v).to_f32()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn widen_bf16(src: &[u16], dst: &mut [f32]) {
+        widen_with(src, dst, |p| load8_bf16(p), bf16_to_f32);
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn widen_f16(src: &[u16], dst: &mut [f32]) {
+        widen_with(src, dst, |p| _mm256_cvtph_ps(_mm_loadu_si128(p.cast())), f16_to_f32);
+    }
+
+    /// `dst[i] = widen(src[i])`, eight at a time through `load8`. Always inlined, so the
+    /// loads compile with the caller's target features.
+    ///
+    /// SAFETY (callers): `dst` and `src` have the same length and the CPU has the
+    /// features `load8` uses.
+    #[inline(always)]
+    unsafe fn widen_with(
+        src: &[u16],
+        dst: &mut [f32],
+        load8: impl Fn(*const u16) -> __m256,
+        widen: impl Fn(u16) -> f32,
+    ) {
+        let n = dst.len();
+        let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        while i + 8 <= n {
+            _mm256_storeu_ps(pd.add(i), load8(ps.add(i)));
+            i += 8;
+        }
+        while i < n {
+            *pd.add(i) = widen(*ps.add(i));
+            i += 1;
+        }
     }
 
     /// `Σ a[i]·widen(b[i])` where `load8` widens eight consecutive `b` elements. Four
@@ -203,6 +267,17 @@ mod tests {
             assert!(
                 close(dot_portable(&a, &bb16, bf16::to_f32), want, n),
                 "portable bf16 dot, n = {n}"
+            );
+            let mut widened = vec![f32::NAN; n];
+            widen_f16(&b16, &mut widened);
+            assert!(
+                widened.iter().zip(&b16).all(|(w, v)| *w == v.to_f32()),
+                "f16 widen, n = {n}"
+            );
+            widen_bf16(&bb16, &mut widened);
+            assert!(
+                widened.iter().zip(&bb16).all(|(w, v)| *w == v.to_f32()),
+                "bf16 widen, n = {n}"
             );
             let mut acc = a.clone();
             axpy(&mut acc, 0.5, &b);
