@@ -2,22 +2,27 @@
 //!
 //! Two regimes: prefill multiplies many rows and is compute-bound, so weight blocks are
 //! widened to f32 and handed to `gemm`; decode multiplies one row and is bound by reading
-//! the weights, so it streams them in their storage type through cache-sized tiles.
+//! the weights, so it streams them in their storage type through dot products.
 
-use gemm::{gemm, Parallelism};
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
-use super::simd::dot;
+use super::product::{matmul, View, ViewMut};
 use super::tensor::{CpuTensor, CpuWeight};
 
 /// Up to this many input rows, the product runs as dot products over streamed weight rows.
 const GEMV_MAX_ROWS: usize = 4;
 /// Weight rows widened to f32 at a time for `gemm` (bounds the temporary buffer).
 const WIDEN_BLOCK_ROWS: usize = 512;
-/// Weight elements widened per step in the dot-product path (fits in L1 on the stack).
-const GEMV_TILE: usize = 1024;
 /// Output features per parallel task in the dot-product path.
 const GEMV_ROWS_PER_TASK: usize = 32;
+
+thread_local! {
+    /// Widened weight block, kept between calls: allocating it fresh each time costs a
+    /// page fault per 4 KiB when it is first written.
+    static WIDENED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 pub(crate) fn linear(x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuTensor, threads: usize) {
     let (m, k, n) = (x.rows, x.cols, w.rows);
@@ -32,18 +37,22 @@ pub(crate) fn linear(x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out
             gemv(x.row(r), w, &mut out.data[r * n..(r + 1) * n]);
         }
     } else if let Some(wf) = w.as_f32() {
-        gemm_rows(m, n, k, &x.data, wf, &mut out.data, n, threads);
+        gemm_rows(x, wf, n, &mut out.data, 0, threads);
     } else {
+        // Taken out of the cell rather than borrowed: while this thread waits on the
+        // parallel work below, rayon may run another linear call on it.
+        let mut widened = WIDENED.take();
         let block = WIDEN_BLOCK_ROWS.min(n);
-        let mut widened = vec![0f32; block * k];
+        widened.resize(block * k, 0.0);
         for j0 in (0..n).step_by(block) {
             let rows = block.min(n - j0);
             let buf = &mut widened[..rows * k];
             buf.par_chunks_mut(k)
                 .enumerate()
                 .for_each(|(i, row)| w.read_f32((j0 + i) * k, row));
-            gemm_rows(m, rows, k, &x.data, buf, &mut out.data[j0..], n, threads);
+            gemm_rows(x, buf, n, &mut out.data, j0, threads);
         }
+        WIDENED.set(widened);
     }
     if let Some(b) = bias {
         let bias = b.vector();
@@ -53,71 +62,29 @@ pub(crate) fn linear(x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out
     }
 }
 
-/// `dst[i, j] = Σ_k x[i, k] · w[j, k]` for `j < n`, where `dst` rows are `dst_stride` apart.
-#[allow(clippy::too_many_arguments)]
-fn gemm_rows(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], dst: &mut [f32], dst_stride: usize, threads: usize) {
-    debug_assert!(x.len() >= m * k && w.len() >= n * k);
-    debug_assert!(dst.len() >= (m - 1) * dst_stride + n);
-    let parallelism = if threads > 1 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: the pointers and strides describe in-bounds row-major matrices (asserted
-    // above): dst [m, n] with row stride dst_stride, lhs x [m, k], rhs wᵀ [k, n] read from
-    // w [n, k] by swapping strides. read_dst = false, so alpha is ignored and dst := x·wᵀ.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_stride as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+/// Columns `col0..col0 + rows` of `out` (`x.rows × n`) get `x · wᵀ` for the `rows × x.cols`
+/// weight block `w`.
+fn gemm_rows(x: &CpuTensor, w: &[f32], n: usize, out: &mut [f32], col0: usize, threads: usize) {
+    let (m, k) = (x.rows, x.cols);
+    let rows = w.len() / k;
+    matmul(
+        ViewMut::row_major(out, col0, m, rows, n),
+        View::row_major(&x.data, 0, m, k, k),
+        View::row_major(w, 0, rows, k, k).t(),
+        1.0,
+        threads,
+    );
 }
 
-/// `out[j] = x · w[j]` with weight rows widened tile by tile.
+/// `out[j] = x · w[j]`, reading each weight row once in its storage type: decode is bound
+/// by that read, so widening happens in registers rather than through a buffer.
 fn gemv(x: &[f32], w: &CpuWeight, out: &mut [f32]) {
-    let k = x.len();
-    if let Some(wf) = w.as_f32() {
-        out.par_chunks_mut(GEMV_ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(chunk, outs)| {
-                for (i, o) in outs.iter_mut().enumerate() {
-                    let j = chunk * GEMV_ROWS_PER_TASK + i;
-                    *o = dot(x, &wf[j * k..(j + 1) * k]);
-                }
-            });
-        return;
-    }
     out.par_chunks_mut(GEMV_ROWS_PER_TASK)
         .enumerate()
         .for_each(|(chunk, outs)| {
-            let mut tile = [0f32; GEMV_TILE];
+            let j0 = chunk * GEMV_ROWS_PER_TASK;
             for (i, o) in outs.iter_mut().enumerate() {
-                let j = chunk * GEMV_ROWS_PER_TASK + i;
-                let mut acc = 0f32;
-                for k0 in (0..k).step_by(GEMV_TILE) {
-                    let len = GEMV_TILE.min(k - k0);
-                    w.read_f32(j * k + k0, &mut tile[..len]);
-                    acc += dot(&x[k0..k0 + len], &tile[..len]);
-                }
-                *o = acc;
+                *o = w.dot_row(j0 + i, x);
             }
         });
 }

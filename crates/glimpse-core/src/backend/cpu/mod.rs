@@ -3,6 +3,7 @@
 mod attention;
 mod matmul;
 mod ops;
+mod product;
 mod simd;
 mod tensor;
 

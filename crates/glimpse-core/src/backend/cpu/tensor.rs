@@ -1,7 +1,8 @@
 //! Host-memory storage for the CPU backend.
 
-use half::{bf16, f16, slice::HalfFloatSliceExt};
+use half::{bf16, f16};
 
+use super::simd::{dot, dot_bf16, dot_f16, widen_bf16, widen_f16};
 use crate::error::{Error, Result};
 use crate::model::weights::{DType, TensorView};
 
@@ -92,6 +93,16 @@ impl CpuWeight {
         read_into(&self.data, start, out);
     }
 
+    /// `x · row j`, reading the row in its storage type (no widened copy).
+    pub(crate) fn dot_row(&self, j: usize, x: &[f32]) -> f32 {
+        let row = j * self.cols..(j + 1) * self.cols;
+        match &self.data {
+            WeightData::F32(v) => dot(x, &v[row]),
+            WeightData::F16(v) => dot_f16(x, &v[row]),
+            WeightData::BF16(v) => dot_bf16(x, &v[row]),
+        }
+    }
+
     /// The weight as f32 when it already is f32 (no copy needed).
     pub(crate) fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
@@ -116,7 +127,7 @@ fn read_into(data: &WeightData, start: usize, out: &mut [f32]) {
     let end = start + out.len();
     match data {
         WeightData::F32(v) => out.copy_from_slice(&v[start..end]),
-        WeightData::F16(v) => v[start..end].convert_to_f32_slice(out),
-        WeightData::BF16(v) => v[start..end].convert_to_f32_slice(out),
+        WeightData::F16(v) => widen_f16(&v[start..end], out),
+        WeightData::BF16(v) => widen_bf16(&v[start..end], out),
     }
 }

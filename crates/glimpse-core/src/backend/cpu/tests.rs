@@ -100,12 +100,22 @@ fn naive_attention(q: &[f32], k: &[f32], v: &[f32], nq: usize, nk: usize, p: Att
 }
 
 /// Grouped-query causal attention where the queries are the last rows of a longer cache
-/// (the decode and chunked-prefill situation), and full bidirectional attention.
+/// (the decode and chunked-prefill situation), and full bidirectional attention, for few
+/// query rows (per-row path) and many (blocked path, with ragged and multiple blocks).
 #[test]
 fn attention_matches_reference_with_gqa_and_causal_offset() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let b = CpuBackend::new(Some(2)).unwrap();
-    for (nq, nk, causal) in [(3, 10, true), (1, 10, true), (6, 6, false)] {
+    let cases = [
+        (3, 10, true),
+        (1, 10, true),
+        (6, 6, false),
+        (8, 8, true),
+        (37, 50, true),
+        (150, 150, true),
+        (150, 150, false),
+    ];
+    for (nq, nk, causal) in cases {
         let p = AttentionParams {
             n_heads: 4,
             n_kv_heads: 2,
