@@ -50,6 +50,7 @@ export async function captionImages(job: CaptionJob): Promise<CaptionOutcome> {
 
     const record = prepared.kind === 'failed' ? prepared.record : await captionOne(job, prepared, previousEnd);
     if (record === 'cancelled') break;
+    job.progress.clear();
     job.sink.write(record);
     if ('error' in record) {
       job.progress.note(`glimpse: ${record.error}`);
@@ -72,8 +73,8 @@ async function captionOne(
 ): Promise<CaptionRecord | FailureRecord | 'cancelled'> {
   let output: GenerateOutput;
   try {
-    output = await job.model.generate({ messages: job.messages, images: [image], ...job.sampling }, job.signal)
-      .result;
+    const request = { messages: job.messages, images: [image], ...job.sampling };
+    output = await job.model.generate(request, job.signal).result;
   } catch (error) {
     const failure = toGlimpseError(error);
     if (failure.kind === 'cancelled') return 'cancelled';

@@ -56,7 +56,9 @@ export class CaptionCommand extends GlimpseCommand {
     description: 'Continue the --output file: skip images captioned there, retry failed ones',
   });
   shard = Option.String('--shard', { description: 'Take only shard I of N (I/N, 0-based) of the images' });
-  prompt = Option.String('--prompt', { description: `What to ask about each image (default: "${DEFAULT_CAPTION_PROMPT}")` });
+  prompt = Option.String('--prompt', {
+    description: `What to ask about each image (default: "${DEFAULT_CAPTION_PROMPT}")`,
+  });
   model = Option.String('--model', { description: 'Model directory or cached Hugging Face repo id' });
   system = Option.String('--system', { description: 'System message to put before the prompt' });
   maxTokens = Option.String('--max-tokens', {
@@ -103,7 +105,9 @@ export class CaptionCommand extends GlimpseCommand {
     const mine = shard === undefined ? selected : selected.filter((path) => inShard(path, shard));
     const paths = this.output !== undefined && this.resume ? await this.resumeFile(this.output, mine) : mine;
     const sink: RecordSink =
-      this.output === undefined ? new StreamSink(this.context.stdout) : new FileSink(this.output, { resume: this.resume });
+      this.output === undefined
+        ? new StreamSink(this.context.stdout)
+        : new FileSink(this.output, { resume: this.resume });
 
     const interrupt = new Interrupt();
     try {

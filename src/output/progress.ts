@@ -34,7 +34,8 @@ export class BatchProgress {
     this.#out = out;
     this.#total = options.total;
     this.#terminal = options.terminal;
-    this.#columns = options.columns ?? 80;
+    // A pseudo-terminal may report 0 columns.
+    this.#columns = options.columns || 80;
     this.#now = options.now ?? Date.now;
     this.#startedAt = this.#now();
     this.#lastLineAt = this.#startedAt;
@@ -55,10 +56,18 @@ export class BatchProgress {
       return;
     }
     const now = this.#now();
-    if (this.#done % LINE_EVERY_IMAGES === 0 || now - this.#lastLineAt >= LINE_EVERY_MS || this.#done === this.#total) {
+    if (this.#done % LINE_EVERY_IMAGES === 0 || now - this.#lastLineAt >= LINE_EVERY_MS) {
       this.#lastLineAt = now;
       this.#out.write(`${this.#done}/${this.#total} images, ${this.#rateText()}, ETA ${this.#etaText()}\n`);
     }
+  }
+
+  /**
+   * Takes the progress line off the screen until the next update, so that output to the
+   * same terminal (records on stdout) starts on a clean line.
+   */
+  clear(): void {
+    if (this.#terminal) this.#out.write(CLEAR_LINE);
   }
 
   /** A message of its own line (e.g. a failed image), kept clear of the progress line. */
@@ -71,10 +80,12 @@ export class BatchProgress {
   /** Replaces the progress line with a summary of the run. */
   end(interrupted: boolean): void {
     if (this.#terminal) this.#out.write(CLEAR_LINE);
-    const failed = this.#failed > 0 ? ` (${this.#failed} failed)` : '';
+    const captioned = this.#done - this.#failed;
     const elapsed = formatDuration(this.#now() - this.#startedAt);
-    const what = interrupted ? 'interrupted after' : 'captioned';
-    this.#out.write(`${what} ${this.#done} of ${this.#total} images${failed} in ${elapsed}, ${this.#rateText()}\n`);
+    this.#out.write(
+      `${interrupted ? 'interrupted: ' : ''}${this.#done} of ${this.#total} images done ` +
+        `(${captioned} captioned, ${this.#failed} failed) in ${elapsed}, ${this.#rateText()}\n`,
+    );
   }
 
   #redraw(): void {
