@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Builtins, Cli, type BaseContext, type Command } from 'clipanion';
 
 import { AskCommand } from './commands/ask.js';
+import { CaptionCommand } from './commands/caption.js';
 import { InspectCommand } from './commands/inspect.js';
 import { EXIT_CODES, GlimpseError, oneLine, reportError } from './errors.js';
 
@@ -22,6 +23,7 @@ export function createCli(enableColors: boolean): Cli<BaseContext> {
     enableColors,
   });
   cli.register(AskCommand);
+  cli.register(CaptionCommand);
   cli.register(InspectCommand);
   cli.register(Builtins.HelpCommand);
   cli.register(Builtins.VersionCommand);
