@@ -7,6 +7,7 @@ import { Builtins, Cli, type BaseContext, type Command } from 'clipanion';
 
 import { AskCommand } from './commands/ask.js';
 import { InspectCommand } from './commands/inspect.js';
+import { VideoCommand } from './commands/video.js';
 import { EXIT_CODES, GlimpseError, oneLine, reportError } from './errors.js';
 
 function packageVersion(): string {
@@ -23,6 +24,7 @@ export function createCli(enableColors: boolean): Cli<BaseContext> {
   });
   cli.register(AskCommand);
   cli.register(InspectCommand);
+  cli.register(VideoCommand);
   cli.register(Builtins.HelpCommand);
   cli.register(Builtins.VersionCommand);
   return cli;

@@ -41,7 +41,7 @@ test('aborting the signal stops generation at the next token', async () => {
     },
     controller.signal,
   );
-  const seen: number[] = [];
+  const seen: Array<number | undefined> = [];
   let outcome: string | undefined;
   try {
     for await (const event of generation) {
