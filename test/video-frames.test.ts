@@ -9,6 +9,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
 import { findFfmpeg, runFfmpeg } from '../src/media/ffmpeg.js';
+import type { RgbImage } from '../src/media/image.js';
+import { PpmFrameStream, PpmStreamError } from '../src/media/ppm-stream.js';
 import {
   extractFrames,
   MAX_FRAMES,
@@ -161,6 +163,51 @@ test('the probe report: duration, first video stream that is not cover art, comp
     video: undefined,
     complaint: 'Invalid data found when processing input',
   });
+});
+
+function ppm(width: number, height: number, firstByte: number): Buffer {
+  const pixels = Buffer.from(Array.from({ length: width * height * 3 }, (_, i) => (firstByte + i) % 256));
+  return Buffer.concat([Buffer.from(`P6\n${width} ${height}\n255\n`, 'latin1'), pixels]);
+}
+
+test('PPM frames are cut at their stated size, however the stream is chunked', () => {
+  // The pixels begin with whitespace and digits, which must not be read as header.
+  const stream = Buffer.concat([ppm(3, 2, 10), ppm(1, 1, 48), ppm(2, 1, 32)]);
+  for (const chunkSize of [1, 2, 7, stream.length]) {
+    const frames: RgbImage[] = [];
+    const reader = new PpmFrameStream(4, (frame) => frames.push(frame));
+    for (let at = 0; at < stream.length; at += chunkSize) reader.push(stream.subarray(at, at + chunkSize));
+    reader.end();
+    assert.equal(
+      frames.map((frame) => [frame.width, frame.height, [...frame.data]]),
+      [
+        [3, 2, [...ppm(3, 2, 10).subarray(-18)]],
+        [1, 1, [48, 49, 50]],
+        [2, 1, [32, 33, 34, 35, 36, 37]],
+      ],
+      `chunks of ${chunkSize}`,
+    );
+  }
+});
+
+test('PPM streams that are cut short, oversized or not PPM are refused', () => {
+  const failure = (bytes: Buffer): string => {
+    const reader = new PpmFrameStream(4, () => {});
+    try {
+      reader.push(bytes);
+      reader.end();
+    } catch (error) {
+      assert.instance(error, PpmStreamError);
+      return (error as Error).message;
+    }
+    throw new Error('expected a PpmStreamError');
+  };
+  assert.is(failure(ppm(2, 2, 0).subarray(0, 20)), 'ffmpeg output ended in the middle of a frame');
+  assert.is(failure(Buffer.from('P6\n2 ')), 'ffmpeg output ended in the middle of a frame');
+  assert.is(failure(ppm(5, 1, 0)), 'ffmpeg wrote a 5x1 frame, outside 1..4 pixels a side');
+  assert.is(failure(Buffer.from('P6\n1 1\n65535\n')), 'ffmpeg wrote 65536-level frames instead of 8-bit ones');
+  assert.is(failure(Buffer.from('GIF89a')), 'ffmpeg output is not a stream of RGB frames');
+  assert.is(failure(Buffer.from(`P6 ${'1'.repeat(80)}`)), 'ffmpeg output is not a stream of RGB frames');
 });
 
 test('aborting stops ffmpeg and rejects as cancelled', async () => {
