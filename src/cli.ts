@@ -8,6 +8,7 @@ import { Builtins, Cli, type BaseContext, type Command } from 'clipanion';
 import { AskCommand } from './commands/ask.js';
 import { CaptionCommand } from './commands/caption.js';
 import { InspectCommand } from './commands/inspect.js';
+import { VideoCommand } from './commands/video.js';
 import { EXIT_CODES, GlimpseError, oneLine, reportError } from './errors.js';
 
 function packageVersion(): string {
@@ -25,6 +26,7 @@ export function createCli(enableColors: boolean): Cli<BaseContext> {
   cli.register(AskCommand);
   cli.register(CaptionCommand);
   cli.register(InspectCommand);
+  cli.register(VideoCommand);
   cli.register(Builtins.HelpCommand);
   cli.register(Builtins.VersionCommand);
   return cli;
