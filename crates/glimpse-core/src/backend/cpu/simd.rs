@@ -13,7 +13,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot: lengths differ");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above); lengths match (asserted).
         return unsafe { x86::dot(a, b) };
     }
     dot_portable(a, b, |v| v)
@@ -24,7 +24,7 @@ pub(crate) fn dot_bf16(a: &[f32], b: &[bf16]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot: lengths differ");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above); lengths match (asserted).
         return unsafe { x86::dot_bf16(a, bytemuck::cast_slice(b)) };
     }
     dot_portable(a, b, bf16::to_f32)
@@ -35,7 +35,7 @@ pub(crate) fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot: lengths differ");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() && std::arch::is_x86_feature_detected!("f16c") {
-        // SAFETY: the CPU supports AVX2, FMA and F16C (checked just above).
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked just above); lengths match.
         return unsafe { x86::dot_f16(a, bytemuck::cast_slice(b)) };
     }
     dot_portable(a, b, f16::to_f32)
@@ -46,7 +46,7 @@ pub(crate) fn widen_bf16(src: &[bf16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "widen: lengths differ");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 (checked just above).
+        // SAFETY: the CPU supports AVX2 (checked just above); lengths match (asserted).
         return unsafe { x86::widen_bf16(bytemuck::cast_slice(src), dst) };
     }
     dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
@@ -57,7 +57,7 @@ pub(crate) fn widen_f16(src: &[f16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "widen: lengths differ");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() && std::arch::is_x86_feature_detected!("f16c") {
-        // SAFETY: the CPU supports AVX2 and F16C (checked just above).
+        // SAFETY: the CPU supports AVX2 and F16C (checked just above); lengths match.
         return unsafe { x86::widen_f16(bytemuck::cast_slice(src), dst) };
     }
     dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
@@ -68,7 +68,7 @@ pub(crate) fn axpy(acc: &mut [f32], s: f32, v: &[f32]) {
     assert_eq!(acc.len(), v.len(), "axpy: lengths differ");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above); lengths match (asserted).
         return unsafe { x86::axpy(acc, s, v) };
     }
     acc.iter_mut().zip(v).for_each(|(a, x)| *a += s * x);
@@ -93,6 +93,8 @@ fn dot_portable<T: Copy>(a: &[f32], b: &[T], widen: impl Fn(T) -> f32) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Callers of every function here guarantee that the CPU has the enabled features and
+/// that paired slices have equal lengths.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
