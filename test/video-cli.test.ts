@@ -40,7 +40,8 @@ function events(stdout: string): Event[] {
 async function engineAnswer(images: RgbImage[], prompt: string, system?: string): Promise<GenerateOutput> {
   const messages: Message[] = [];
   if (system !== undefined) messages.push({ role: 'system', content: [{ type: 'text', text: system }] });
-  messages.push({ role: 'user', content: [...images.map(() => ({ type: 'image' as const })), { type: 'text', text: prompt }] });
+  const frameParts = images.map(() => ({ type: 'image' as const }));
+  messages.push({ role: 'user', content: [...frameParts, { type: 'text', text: prompt }] });
   const model = await Model.load(MODEL);
   return model.generate({ messages, images, ...SAMPLING }).result;
 }
@@ -149,20 +150,27 @@ test('a missing file, a text file named .mp4, a file without video or frames: ex
   const empty = join(VIDEOS, 'no-frames.mp4');
   const video = (file: string) => ['video', '--model', MODEL, file];
   assert.is(inputError(video(missing)), `glimpse: video not found: ${missing}`);
-  assert.is(inputError(video(text)), `glimpse: ${text}: not a video ffmpeg can read (Invalid data found when processing input)`);
+  assert.is(
+    inputError(video(text)),
+    `glimpse: ${text}: not a video ffmpeg can read (Invalid data found when processing input)`,
+  );
   assert.is(inputError(video(audio)), `glimpse: ${audio}: has no video stream`);
   assert.is(inputError(video(empty)), `glimpse: ${empty}: the video has no frames (zero duration)`);
 });
 
 test('more frames than the context window holds: exit 2 with the largest --frames that fits', () => {
-  // 144 vision tokens a frame and a 1024-token window: 8 cannot fit on image tokens alone.
+  // 144 vision tokens a frame and a 1024-token window: 8 cannot fit on vision tokens alone.
   assert.is(
     inputError(['video', '--model', MODEL, SQUARE_VIDEO]),
-    "glimpse: 8 frames of 144 vision tokens each make 1152 vision tokens, over the model's context window of 1024 tokens: use --frames 7 or fewer",
+    'glimpse: 8 frames of 144 vision tokens each make 1152 vision tokens, ' +
+      "over the model's context window of 1024 tokens: use --frames 7 or fewer",
   );
   // 7 frames are 1008 tokens; the prompt's text tips them over, as only the engine can tell.
   const seven = inputError(['video', '--model', MODEL, '--frames', '7', SQUARE_VIDEO]);
-  const match = /^glimpse: 7 frames of 144 vision tokens each make a (\d+)-token prompt, over the model's context window of 1024 tokens: use --frames (\d+) or fewer$/.exec(seven);
+  const match = new RegExp(
+    '^glimpse: 7 frames of 144 vision tokens each make a (\\d+)-token prompt, ' +
+      "over the model's context window of 1024 tokens: use --frames (\\d+) or fewer$",
+  ).exec(seven);
   assert.ok(match, seven);
   const textTokens = Number(match[1]) - 7 * 144;
   const fitting = Math.floor((1023 - textTokens) / 144);
@@ -180,7 +188,10 @@ test('--frames with --fps, or an empty prompt, is a usage error', () => {
   assert.is(errorLine(empty), 'glimpse: the prompt is empty');
   const tooMany = runCli(['video', '--frames', '257', SQUARE_VIDEO]);
   assert.is(tooMany.code, 1);
-  assert.is(errorLine(tooMany), "glimpse: Invalid value for --frames: expected to be at most 256 (got 257) (see 'glimpse --help')");
+  assert.is(
+    errorLine(tooMany),
+    "glimpse: Invalid value for --frames: expected to be at most 256 (got 257) (see 'glimpse --help')",
+  );
 });
 
 test.run();

@@ -58,7 +58,7 @@ export class VideoCommand extends GlimpseCommand {
   file = Option.String({ name: 'file' });
 
   frames = Option.String('--frames', {
-    description: `Frames to sample, evenly spaced (default: ${DEFAULT_FRAMES}, at most ${MAX_FRAMES}); more frames need a larger context window`,
+    description: `Frames to sample, evenly spaced (default: ${DEFAULT_FRAMES}, at most ${MAX_FRAMES}); each costs context`,
     validator: t.cascade(isWholeNumber(1), [t.isAtMost(MAX_FRAMES)]),
   });
   fps = Option.String('--fps', {
@@ -122,7 +122,13 @@ export class VideoCommand extends GlimpseCommand {
       const { video, frames, model, visionTokens, captions } = prepared;
       const rows = frames.map((frame) => frameRow(frame, visionTokens));
       if (output instanceof NdjsonWriter) {
-        output.write({ type: 'video', duration_s: video.durationS, width: video.width, height: video.height, fps: video.fps });
+        output.write({
+          type: 'video',
+          duration_s: video.durationS,
+          width: video.width,
+          height: video.height,
+          fps: video.fps ?? null,
+        });
         for (const row of rows) output.write({ type: 'frame', ...row });
       }
 
@@ -299,10 +305,8 @@ function frameOverflow(frames: number, perFrame: number, context: number, prompt
   const fitting = Math.floor((context - 1 - textTokens) / perFrame);
   const size = promptTokens === undefined ? `${frames * perFrame} vision tokens` : `a ${promptTokens}-token prompt`;
   const advice = fitting >= 1 ? `use --frames ${fitting} or fewer` : 'not even one frame fits with this prompt';
-  return new GlimpseError(
-    'input',
-    `${frames} frames of ${perFrame} vision tokens each make ${size}, over the model's context window of ${context} tokens: ${advice}`,
-  );
+  const window = `the model's context window of ${context} tokens`;
+  return new GlimpseError('input', `${frames} frames of ${perFrame} vision tokens each make ${size}, over ${window}: ${advice}`);
 }
 
 async function openCaptionsFile(path: string): Promise<FileHandle> {

@@ -23,7 +23,8 @@ export function findFfmpeg(env: NodeJS.ProcessEnv = process.env): Ffmpeg {
     // A name without a slash is looked up on PATH, as a shell would.
     const path = configured.includes('/') ? configured : searchPath(configured, env);
     if (path === undefined || !isExecutableFile(path)) {
-      throw new GlimpseError('input', `ffmpeg not found: GLIMPSE_FFMPEG is ${configured}, which is not an executable file`);
+      const problem = `GLIMPSE_FFMPEG is ${configured}, which is not an executable file`;
+      throw new GlimpseError('input', `ffmpeg not found: ${problem}`);
     }
     return { path, origin: 'GLIMPSE_FFMPEG' };
   }

@@ -146,10 +146,8 @@ export function sampleTimes(durationS: number, sampling: Sampling): number[] {
   }
   if (count > MAX_FRAMES) {
     const asked = 'frames' in sampling ? `--frames ${sampling.frames}` : `--fps ${sampling.fps}`;
-    throw new GlimpseError(
-      'usage',
-      `${asked} samples ${count} frames from this ${durationS.toFixed(3)} s video, more than the limit of ${MAX_FRAMES}`,
-    );
+    const video = `this ${durationS.toFixed(3)} s video`;
+    throw new GlimpseError('usage', `${asked} samples ${count} frames from ${video}, more than the limit of ${MAX_FRAMES}`);
   }
   return Array.from({ length: count }, (_, i) => Math.round(timeOf(i) * 1e6) / 1e6);
 }
