@@ -4,29 +4,11 @@
 // missing or not an image, that shows up as a failed record rather than vanishing.
 
 import { type Dirent, readdirSync, statSync } from 'node:fs';
-import { extname, join, normalize } from 'node:path';
+import { join, normalize } from 'node:path';
 
 import { GlimpseError } from '../errors.js';
+import { hasImageExtension } from '../media/image.js';
 import { expandGlob, isGlob } from './glob.js';
-
-/** File extensions taken as images when looking through folders and patterns. */
-export const IMAGE_EXTENSIONS: ReadonlySet<string> = new Set([
-  '.avif',
-  '.bmp',
-  '.gif',
-  '.heic',
-  '.heif',
-  '.jpeg',
-  '.jpg',
-  '.png',
-  '.tif',
-  '.tiff',
-  '.webp',
-]);
-
-export function hasImageExtension(path: string): boolean {
-  return IMAGE_EXTENSIONS.has(extname(path).toLowerCase());
-}
 
 export interface SelectOptions {
   /** Look through sub-folders of folder arguments too. */

@@ -1,7 +1,6 @@
 // `glimpse ask [IMAGE...] PROMPT`: answer one question about zero or more images.
 
 import { existsSync } from 'node:fs';
-import { extname } from 'node:path';
 import { text as readAll } from 'node:stream/consumers';
 
 import { Option } from 'clipanion';
@@ -10,7 +9,7 @@ import * as t from 'typanion';
 import { type GenerateOutput, type Message, Model } from '../engine.js';
 import { EXIT_CODES, GlimpseError } from '../errors.js';
 import { Interrupt } from '../interrupt.js';
-import { DEFAULT_MAX_PIXELS, loadImage, type RgbImage } from '../media/image.js';
+import { DEFAULT_MAX_PIXELS, hasImageExtension, loadImage, type RgbImage } from '../media/image.js';
 import { resolveModelDir } from '../model-path.js';
 import { NdjsonWriter } from '../output/ndjson.js';
 import { startProgress } from '../output/spinner.js';
@@ -20,7 +19,6 @@ import { GlimpseCommand, isAbove, isWholeNumber, threadsOption } from './base.js
 
 export const DEFAULT_MAX_TOKENS = 256;
 
-const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.webp', '.gif', '.tif', '.tiff', '.avif', '.heic', '.bmp']);
 
 export class AskCommand extends GlimpseCommand {
   static override paths = [['ask']];
@@ -162,7 +160,7 @@ export class AskCommand extends GlimpseCommand {
 
   private async readPrompt(): Promise<string> {
     // `glimpse ask photo.jpg` (prompt forgotten) would otherwise ask the text "photo.jpg".
-    if (IMAGE_EXTENSIONS.has(extname(this.prompt).toLowerCase()) && existsSync(this.prompt)) {
+    if (hasImageExtension(this.prompt) && existsSync(this.prompt)) {
       throw new GlimpseError(
         'usage',
         `missing prompt: the last argument must be the question, not an image (${this.prompt})`,

@@ -3,6 +3,7 @@
 // alpha channel is dropped without compositing (as PIL's convert('RGB') does).
 
 import { readFile } from 'node:fs/promises';
+import { extname } from 'node:path';
 
 import sharp from 'sharp';
 
@@ -73,4 +74,23 @@ function decodeError(path: string, error: unknown): GlimpseError {
     return new GlimpseError('input', `${path}: not an image (unsupported or unrecognised format)`);
   }
   return new GlimpseError('input', `${path}: cannot decode image (${message})`);
+}
+
+/** File extensions taken as images (folders and patterns in `caption`; telling an image from a prompt in `ask`). */
+export const IMAGE_EXTENSIONS: ReadonlySet<string> = new Set([
+  '.avif',
+  '.bmp',
+  '.gif',
+  '.heic',
+  '.heif',
+  '.jpeg',
+  '.jpg',
+  '.png',
+  '.tif',
+  '.tiff',
+  '.webp',
+]);
+
+export function hasImageExtension(path: string): boolean {
+  return IMAGE_EXTENSIONS.has(extname(path).toLowerCase());
 }
