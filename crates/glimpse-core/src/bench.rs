@@ -1,6 +1,7 @@
 //! Throughput benchmark of the engine's model path: image encode, prefill and decode
-//! speed and peak memory for one model directory (a fixture or a synthetic checkpoint).
-//! Only config.json and the weights are read; the prompt is made of token ids directly.
+//! speed, FLOPs, KV-cache bytes and peak memory for one model directory (a fixture or a
+//! synthetic checkpoint), once per reduction spec on the same loaded model. Only
+//! config.json and the weights are read; the prompt is made of token ids directly.
 
 use std::path::Path;
 use std::time::Instant;
@@ -10,11 +11,13 @@ use serde::Serialize;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::generate::session::{DecodeState, PreparedPrompt};
-use crate::generate::{Sampler, SamplingParams};
+use crate::generate::session::PreparedPrompt;
+use crate::generate::state::{initial_sequence, GenerationState};
+use crate::generate::{GenerationStats, Sampler, SamplingParams};
 use crate::model::config::LlavaConfig;
 use crate::model::llava::Llava;
 use crate::model::weights::Weights;
+use crate::reduce::ReduceSpec;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -23,22 +26,28 @@ pub struct BenchOptions {
     pub text_tokens: usize,
     /// Tokens generated after prefill.
     pub decode_tokens: usize,
+    /// Reductions to measure, each on the same model and prompt.
+    pub reduce: Vec<ReduceSpec>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub backend: String,
     pub ms_load: f64,
-    pub vision_tokens: usize,
-    pub prompt_tokens: usize,
-    pub ms_encode: f64,
-    pub ms_prefill: f64,
-    pub prefill_tokens_per_s: f64,
-    pub decode_tokens: usize,
-    pub ms_decode: f64,
-    pub decode_tokens_per_s: f64,
+    pub runs: Vec<BenchRun>,
     /// Peak resident memory of the process (VmHWM), bytes; 0 where unknown.
     pub peak_rss_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRun {
+    pub reduce: String,
+    pub vision_tokens: usize,
+    pub prompt_tokens: usize,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens: usize,
+    pub decode_tokens_per_s: f64,
+    pub stats: GenerationStats,
 }
 
 pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchReport> {
@@ -50,32 +59,62 @@ pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchReport> {
         Llava::load(&backend, &weights, config)?
     };
     let ms_load = ms_since(started);
-    let cfg = &model.config;
+    let runs = options
+        .reduce
+        .iter()
+        .map(|spec| run_one(&backend, &model, spec, options))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(BenchReport {
+        backend: backend.description(),
+        ms_load,
+        runs,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
 
+fn run_one(
+    backend: &CpuBackend,
+    model: &Llava<CpuBackend>,
+    spec: &ReduceSpec,
+    options: &BenchOptions,
+) -> Result<BenchRun> {
+    let cfg = &model.config;
+    let plan = spec.plan(model)?;
+    let mut stats = GenerationStats {
+        reduce: spec.text.clone(),
+        ..Default::default()
+    };
     let size = cfg.vision.image_size;
     let pixels: Vec<f32> = (0..3 * size * size)
         .map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0)
         .collect();
     let started = Instant::now();
-    let mut image = backend.new_tensor();
-    model.encode_image(&backend, &pixels, &mut image)?;
-    let ms_encode = ms_since(started);
+    let (image, flops_vision) = model.encode_image(backend, &pixels, plan.encoder.as_deref())?;
+    stats.ms_encode = ms_since(started);
+    stats.flops_vision = flops_vision;
 
-    let vision_tokens = backend.shape(&image).0;
+    let slot = cfg.image_seq_len();
+    let vision_tokens = image.tokens.len();
+    stats.vision_tokens_in = slot;
+    stats.after_encoder = vision_tokens;
     let vocab = cfg.text.vocab_size as u32;
     let mut ids = vec![1u32];
     ids.extend(std::iter::repeat_n(cfg.image_token_index, vision_tokens));
     ids.extend((0..options.text_tokens as u32).map(|i| (100 + i * 37) % vocab));
+    let images = vec![image];
+    let sequence = initial_sequence(&ids, cfg.image_token_index, &images, slot, plan.positions);
+    let unreduced_len = ids.len() - vision_tokens + slot;
     let prompt = PreparedPrompt {
         ids,
-        images: vec![image],
+        images,
+        sequence,
+        unreduced_len,
     };
-    let n_prompt = prompt.ids.len();
 
-    let mut state = DecodeState::new(&backend, &model, n_prompt + options.decode_tokens);
+    let mut state = GenerationState::new(backend, model, plan, prompt.ids.len() + options.decode_tokens);
     let started = Instant::now();
-    let mut logits = state.prefill(&backend, &model, &prompt)?;
-    let ms_prefill = ms_since(started);
+    let mut logits = state.prefill(backend, model, &prompt)?;
+    stats.ms_prefill = ms_since(started);
 
     let mut sampler = Sampler::new(SamplingParams::default())?;
     let mut history = prompt.ids;
@@ -83,22 +122,20 @@ pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchReport> {
     for _ in 0..options.decode_tokens {
         let id = sampler.sample(&mut logits, &history);
         history.push(id);
-        state.step(&backend, &model.language, id, (history.len() - 1) as u32, &mut logits)?;
+        state.step(backend, &model.language, id, &mut logits)?;
     }
-    let ms_decode = ms_since(started);
-
-    Ok(BenchReport {
-        backend: backend.description(),
-        ms_load,
+    stats.ms_decode = ms_since(started);
+    stats.prompt_tokens = unreduced_len;
+    stats.generated_tokens = options.decode_tokens;
+    let _ = state.finish(&mut stats);
+    Ok(BenchRun {
+        reduce: spec.text.clone(),
         vision_tokens,
-        prompt_tokens: n_prompt,
-        ms_encode,
-        ms_prefill,
-        prefill_tokens_per_s: n_prompt as f64 / (ms_prefill / 1e3),
+        prompt_tokens: unreduced_len,
+        prefill_tokens_per_s: unreduced_len as f64 / (stats.ms_prefill / 1e3),
         decode_tokens: options.decode_tokens,
-        ms_decode,
-        decode_tokens_per_s: options.decode_tokens as f64 / (ms_decode / 1e3),
-        peak_rss_bytes: peak_rss_bytes(),
+        decode_tokens_per_s: options.decode_tokens as f64 / (stats.ms_decode / 1e3),
+        stats,
     })
 }
 

@@ -9,13 +9,15 @@ use serde::Serialize;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::generate::session::{self, DecodeState, PreparedPrompt};
+use crate::generate::session::{self, PreparedPrompt};
+use crate::generate::state::{initial_sequence, GenerationState};
 use crate::generate::{GenerationStats, SamplingParams};
 use crate::model::config::LlavaConfig;
 use crate::model::llava::Llava;
 use crate::model::preprocess::ImageProcessorConfig;
 pub use crate::model::preprocess::RgbImage;
 use crate::model::weights::Weights;
+use crate::reduce::{ReduceSpec, ReductionPlan, ReductionReport};
 use crate::text::{ChatTemplate, TextTokenizer};
 pub use crate::text::{ContentPart, Message};
 
@@ -35,6 +37,8 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// Keep generating through end-of-sequence tokens (until `max_tokens` or a stop string).
     pub ignore_eos: bool,
+    /// Visual-token reduction (`--reduce`).
+    pub reduce: ReduceSpec,
 }
 
 /// Why generation ended.
@@ -62,6 +66,7 @@ pub struct GenerateOutput {
     pub token_ids: Vec<u32>,
     pub finish_reason: FinishReason,
     pub stats: GenerationStats,
+    pub reduction: ReductionReport,
 }
 
 /// What `glimpse inspect` shows.
@@ -206,11 +211,13 @@ impl Engine {
         cancel: &AtomicBool,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<GenerateOutput> {
-        let (prompt, stats) = self.prepare(request)?;
+        let plan = request.reduce.plan(&self.model)?;
+        let (prompt, stats) = self.prepare(request, &plan)?;
         let context = self.model.config.text.max_position_embeddings;
         session::run(
             &self.backend,
             &self.model,
+            plan,
             &self.tokenizer,
             prompt,
             request,
@@ -221,37 +228,83 @@ impl Engine {
         )
     }
 
-    /// Logits for the token that would follow the prompt (no sampling, nothing streamed):
-    /// what parity checks against reference implementations and answer scoring need.
+    /// Logits for the token that would follow the prompt (no sampling, nothing streamed),
+    /// with the request's reduction applied: what parity checks against reference
+    /// implementations and answer scoring need.
     pub fn next_token_logits(&self, request: &GenerateRequest) -> Result<Vec<f32>> {
-        let (prompt, _) = self.prepare(request)?;
-        let mut state = DecodeState::new(&self.backend, &self.model, prompt.ids.len());
+        let plan = request.reduce.plan(&self.model)?;
+        let (prompt, _) = self.prepare(request, &plan)?;
+        let mut state = GenerationState::new(&self.backend, &self.model, plan, prompt.ids.len());
         state.prefill(&self.backend, &self.model, &prompt)
     }
 
-    /// Tokenizes the conversation, checks it fits the context and encodes its images.
-    fn prepare(&self, request: &GenerateRequest) -> Result<(PreparedPrompt<CpuBackend>, GenerationStats)> {
-        let ids = self.prompt_ids(&request.messages, request.images.len())?;
+    /// Tokenizes the conversation, checks it fits the context and encodes its images
+    /// (with the plan's stage 1).
+    fn prepare(
+        &self,
+        request: &GenerateRequest,
+        plan: &ReductionPlan<'_, CpuBackend>,
+    ) -> Result<(PreparedPrompt<CpuBackend>, GenerationStats)> {
+        let unreduced = self.prompt_ids(&request.messages, request.images.len())?;
         let context = self.model.config.text.max_position_embeddings;
-        if ids.len() >= context {
+        if unreduced.len() >= context {
             return Err(Error::input(format!(
                 "the prompt is {} tokens but the model's context window is {context}",
-                ids.len()
+                unreduced.len()
             )));
         }
+        let per_image = self.model.config.image_seq_len();
         let mut stats = GenerationStats {
-            vision_tokens_in: request.images.len() * self.model.config.image_seq_len(),
+            reduce: request.reduce.text.clone(),
+            vision_tokens_in: request.images.len() * per_image,
             ..Default::default()
         };
         let started = Instant::now();
         let mut images = Vec::with_capacity(request.images.len());
         for image in &request.images {
             let pixels = self.image_processor.preprocess(image)?;
-            let mut embeddings = self.backend.new_tensor();
-            self.model.encode_image(&self.backend, &pixels, &mut embeddings)?;
-            images.push(embeddings);
+            let (encoded, flops) = self
+                .model
+                .encode_image(&self.backend, &pixels, plan.encoder.as_deref())?;
+            stats.flops_vision += flops;
+            images.push(encoded);
         }
         stats.ms_encode = started.elapsed().as_secs_f64() * 1e3;
-        Ok((PreparedPrompt { ids, images }, stats))
+        stats.after_encoder = images.iter().map(|i| i.tokens.len()).sum();
+
+        let image_token = self.model.config.image_token_index;
+        let ids = resize_image_slots(&unreduced, image_token, per_image, &images);
+        let sequence = initial_sequence(&ids, image_token, &images, per_image, plan.positions);
+        let prompt = PreparedPrompt {
+            ids,
+            images,
+            sequence,
+            unreduced_len: unreduced.len(),
+        };
+        Ok((prompt, stats))
     }
+}
+
+/// Shrinks each image's slot of `per_image` image tokens to the tokens its image has left
+/// after stage 1.
+fn resize_image_slots<B: crate::backend::Backend>(
+    ids: &[u32],
+    image_token: u32,
+    per_image: usize,
+    images: &[crate::reduce::EncodedImage<B>],
+) -> Vec<u32> {
+    let mut out = Vec::with_capacity(ids.len());
+    let mut images = images.iter();
+    let mut i = 0;
+    while i < ids.len() {
+        if ids[i] == image_token {
+            let count = images.next().map_or(per_image, |image| image.tokens.len());
+            out.extend(std::iter::repeat_n(image_token, count));
+            i += per_image;
+        } else {
+            out.push(ids[i]);
+            i += 1;
+        }
+    }
+    out
 }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod model;
+pub mod reduce;
 pub mod synthetic;
 pub mod text;
 

@@ -134,6 +134,7 @@ fn request(messages: Vec<Message>, n_images: usize) -> GenerateRequest {
         max_tokens: 4,
         stop: vec![],
         ignore_eos: false,
+        reduce: Default::default(),
     }
 }
 

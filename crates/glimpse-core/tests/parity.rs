@@ -28,6 +28,7 @@ fn request(expected: &Expected, max_tokens: usize) -> GenerateRequest {
         max_tokens,
         stop: vec![],
         ignore_eos: true,
+        reduce: Default::default(),
     }
 }
 

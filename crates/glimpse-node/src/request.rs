@@ -2,6 +2,7 @@
 
 use glimpse_core::engine::{ContentPart, GenerateRequest, Message, RgbImage};
 use glimpse_core::generate::SamplingParams;
+use glimpse_core::reduce::ReduceSpec;
 use glimpse_core::{Error, Result};
 use napi::bindgen_prelude::{Either, Uint8Array};
 use napi_derive::napi;
@@ -47,6 +48,8 @@ pub struct GenerateRequestInput {
     pub stop: Option<Vec<String>>,
     /// Keep generating through end-of-sequence tokens (for benchmarks); off by default.
     pub ignore_eos: Option<bool>,
+    /// Visual-token reduction spec (`mustdrop:keep=64`); none by default.
+    pub reduce: Option<String>,
 }
 
 impl GenerateRequestInput {
@@ -76,6 +79,10 @@ impl GenerateRequestInput {
             max_tokens: self.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS) as usize,
             stop: self.stop.unwrap_or_default(),
             ignore_eos: self.ignore_eos.unwrap_or(false),
+            reduce: self
+                .reduce
+                .as_deref()
+                .map_or(Ok(ReduceSpec::default()), ReduceSpec::parse)?,
         })
     }
 }
@@ -156,6 +163,7 @@ mod tests {
             seed: None,
             stop: None,
             ignore_eos: None,
+            reduce: None,
         }
     }
 

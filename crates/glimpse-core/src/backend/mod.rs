@@ -56,6 +56,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Copies `n` rows of `src` starting at `src_row` into `dst` starting at `dst_row`;
     /// `dst` must already hold enough rows.
     fn copy_rows(&self, src: &Self::Tensor, src_row: usize, dst: &mut Self::Tensor, dst_row: usize, n: usize);
+    /// `out[i] = src[rows[i]]`.
+    fn select_rows(&self, src: &Self::Tensor, rows: &[usize], out: &mut Self::Tensor);
+    /// Keeps only `rows` (strictly ascending) of `t`, moved to the front in that order; the
+    /// tensor shrinks to `rows.len()` rows. Used to compact hidden states and caches in place.
+    fn retain_rows(&self, t: &mut Self::Tensor, rows: &[usize]);
     /// Grows (or shrinks) a tensor to `rows` rows of `cols`, keeping the leading rows' data.
     fn reserve_rows(&self, t: &mut Self::Tensor, rows: usize, cols: usize);
     /// `x += y`, elementwise, same shapes.
@@ -85,5 +90,19 @@ pub trait Backend: Send + Sync + 'static {
         n_keys: usize,
         params: AttentionParams,
         out: &mut Self::Tensor,
+    );
+    /// Head-averaged attention probabilities of a few query rows, for the token filters
+    /// that rank keys by the attention they receive: `out[i][j]` = mean over query heads of
+    /// `softmax_j(q[i]·k[j]·scale)` over keys `j < visible[i]`, zero beyond. `out` becomes
+    /// `q.rows × n_keys` (host memory: filters rank on the host). `params.causal` is
+    /// ignored: `visible` says which keys each row sees.
+    fn attention_probs(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        n_keys: usize,
+        visible: &[usize],
+        params: AttentionParams,
+        out: &mut Vec<f32>,
     );
 }

@@ -1,7 +1,7 @@
 //! `glimpse-bench`: prefill/decode throughput and peak memory of one model.
 //!
 //! Usage:
-//!   glimpse-bench --model DIR [--threads N] [--text-tokens N] [--decode-tokens N]
+//!   glimpse-bench --model DIR [--threads N] [--text-tokens N] [--decode-tokens N] [--reduce SPEC]...
 //!   glimpse-bench --synthetic-7b TEXT_LAYERS [--vision-layers N] [--workdir DIR] ...
 //!
 //! `--synthetic-7b` writes a random-weight bf16 checkpoint with llava-1.5-7b's layer
@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use glimpse_core::bench::{self, BenchOptions};
+use glimpse_core::reduce::ReduceSpec;
 use glimpse_core::synthetic::SyntheticSpec;
 
 struct Args {
@@ -32,6 +33,7 @@ fn parse() -> Result<Args, String> {
             threads: None,
             text_tokens: 32,
             decode_tokens: 32,
+            reduce: Vec::new(),
         },
     };
     let mut it = std::env::args().skip(1);
@@ -46,8 +48,15 @@ fn parse() -> Result<Args, String> {
             "--threads" => args.options.threads = Some(number(value()?)?),
             "--text-tokens" => args.options.text_tokens = number(value()?)?,
             "--decode-tokens" => args.options.decode_tokens = number(value()?)?,
+            "--reduce" => args
+                .options
+                .reduce
+                .push(ReduceSpec::parse(&value()?).map_err(|e| e.message)?),
             other => return Err(format!("unknown option {other}")),
         }
+    }
+    if args.options.reduce.is_empty() {
+        args.options.reduce.push(ReduceSpec::default());
     }
     if args.model.is_some() == args.synthetic_layers.is_some() {
         return Err("give exactly one of --model DIR or --synthetic-7b TEXT_LAYERS".into());

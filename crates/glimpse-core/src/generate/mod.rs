@@ -3,6 +3,7 @@
 pub mod kv_cache;
 pub mod sampler;
 pub mod session;
+pub(crate) mod state;
 pub mod stats;
 
 pub use sampler::{Sampler, SamplingParams};

@@ -3,21 +3,24 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::kv_cache::KvCache;
 use super::sampler::Sampler;
+use super::state::GenerationState;
 use super::stats::GenerationStats;
 use crate::backend::Backend;
 use crate::engine::{Event, FinishReason, GenerateOutput, GenerateRequest};
 use crate::error::Result;
-use crate::model::llama::{Llama, LlamaScratch};
 use crate::model::llava::Llava;
+use crate::reduce::{EncodedImage, ReductionPlan, Sequence};
 use crate::text::{IncrementalDetokenizer, StopMatcher, TextTokenizer};
 
-/// A prompt ready for the language model: token ids with image slots expanded, and the
-/// embeddings of each image in slot order.
+/// A prompt ready for the language model: token ids with each image slot sized to its
+/// image's tokens, the encoded images in slot order, and what each row stands for.
 pub(crate) struct PreparedPrompt<B: Backend> {
     pub ids: Vec<u32>,
-    pub images: Vec<B::Tensor>,
+    pub images: Vec<EncodedImage<B>>,
+    pub sequence: Sequence,
+    /// Length of the prompt before any reduction (the first decode token's position).
+    pub unreduced_len: usize,
 }
 
 /// Runs prefill over the prompt, then samples up to `request.max_tokens` tokens (fewer
@@ -26,6 +29,7 @@ pub(crate) struct PreparedPrompt<B: Backend> {
 pub(crate) fn run<B: Backend>(
     b: &B,
     model: &Llava<B>,
+    plan: ReductionPlan<'_, B>,
     tokenizer: &TextTokenizer,
     prompt: PreparedPrompt<B>,
     request: &GenerateRequest,
@@ -35,10 +39,9 @@ pub(crate) fn run<B: Backend>(
     mut stats: GenerationStats,
 ) -> Result<GenerateOutput> {
     let mut sampler = Sampler::new(request.sampling)?;
-    let n_prompt = prompt.ids.len();
+    let n_prompt = prompt.unreduced_len;
     let max_new = request.max_tokens.min(context_len - n_prompt);
-    let llama = &model.language;
-    let mut state = DecodeState::new(b, model, n_prompt + max_new);
+    let mut state = GenerationState::new(b, model, plan, prompt.ids.len() + max_new);
 
     let started = Instant::now();
     let mut logits = state.prefill(b, model, &prompt)?;
@@ -72,7 +75,7 @@ pub(crate) fn run<B: Backend>(
             break FinishReason::Stop;
         }
         if generated.len() < max_new {
-            state.step(b, llama, id, (history.len() - 1) as u32, &mut logits)?;
+            state.step(b, &model.language, id, &mut logits)?;
         }
     };
     // Release what was held back: an unfinished character, text that might have begun a
@@ -93,52 +96,14 @@ pub(crate) fn run<B: Backend>(
     stats.ms_decode = started.elapsed().as_secs_f64() * 1e3;
     stats.prompt_tokens = n_prompt;
     stats.generated_tokens = generated.len();
-    stats.kv_bytes_peak = state.cache.bytes_in_use();
     stats.prefill_tokens_per_s = n_prompt as f64 / (stats.ms_prefill / 1e3).max(1e-9);
     stats.tokens_per_s = generated.len() as f64 / (stats.ms_decode / 1e3).max(1e-9);
+    let reduction = state.finish(&mut stats);
     Ok(GenerateOutput {
         text,
         token_ids: generated,
         finish_reason,
         stats,
+        reduction,
     })
-}
-
-/// The language model's state during one generation: its KV cache and working buffers.
-pub(crate) struct DecodeState<B: Backend> {
-    cache: KvCache<B>,
-    scratch: LlamaScratch<B>,
-    hidden: B::Tensor,
-}
-
-impl<B: Backend> DecodeState<B> {
-    /// Allocates everything a generation of up to `capacity` tokens needs.
-    pub(crate) fn new(b: &B, model: &Llava<B>, capacity: usize) -> Self {
-        DecodeState {
-            cache: model.language.new_cache(b, capacity),
-            scratch: LlamaScratch::new(b),
-            hidden: b.new_tensor(),
-        }
-    }
-
-    /// Runs the whole prompt through the model and returns the next token's logits.
-    pub(crate) fn prefill(&mut self, b: &B, model: &Llava<B>, prompt: &PreparedPrompt<B>) -> Result<Vec<f32>> {
-        let llama = &model.language;
-        model.embed_prompt(b, &prompt.ids, &prompt.images, &mut self.hidden)?;
-        let positions: Vec<u32> = (0..prompt.ids.len() as u32).collect();
-        llama.forward(b, &mut self.hidden, &positions, &mut self.cache, &mut self.scratch)?;
-        llama.logits_of_last(b, &self.hidden, &mut self.scratch);
-        let mut logits = vec![0f32; llama.config().vocab_size];
-        b.download_row(&self.scratch.logits, 0, &mut logits);
-        Ok(logits)
-    }
-
-    /// Feeds one token at `position` and writes the following token's logits.
-    pub(crate) fn step(&mut self, b: &B, llama: &Llama<B>, id: u32, position: u32, logits: &mut [f32]) -> Result<()> {
-        llama.embed(b, &[id], &mut self.hidden);
-        llama.forward(b, &mut self.hidden, &[position], &mut self.cache, &mut self.scratch)?;
-        llama.logits_of_last(b, &self.hidden, &mut self.scratch);
-        b.download_row(&self.scratch.logits, 0, logits);
-        Ok(())
-    }
 }

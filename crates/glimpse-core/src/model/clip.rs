@@ -9,6 +9,9 @@ use super::config::{FeatureSelect, LlavaConfig, VisionConfig};
 use super::{Linear, Loader};
 use crate::backend::{AttentionParams, Backend};
 use crate::error::{Error, Result};
+use crate::generate::stats::encoder_layer_flops;
+use crate::reduce::stages::EncoderReducer;
+use crate::reduce::VisionToken;
 
 struct LayerNorm<B: Backend> {
     weight: B::Weight,
@@ -64,6 +67,22 @@ struct Scratch<B: Backend> {
     mlp: B::Tensor,
 }
 
+/// The parts of one layer that score its attention: enough to compute the CLS row's
+/// attention without running the layer.
+struct AttentionScorer<B: Backend> {
+    layer_norm1: LayerNorm<B>,
+    q_proj: Linear<B>,
+    k_proj: Linear<B>,
+}
+
+/// What the tower produced for one image besides its features.
+pub struct VisionOutput {
+    pub tokens: Vec<VisionToken>,
+    pub keys: Vec<u32>,
+    pub window_similarity: Vec<f32>,
+    pub flops: f64,
+}
+
 pub struct ClipVision<B: Backend> {
     cfg: VisionConfig,
     select: FeatureSelect,
@@ -73,6 +92,10 @@ pub struct ClipVision<B: Backend> {
     pre_layrnorm: LayerNorm<B>,
     /// Only the layers up to the feature layer; later ones would be computed for nothing.
     layers: Vec<EncoderLayer<B>>,
+    /// The layer after the feature layer (the last layer for LLaVA's `-2`), whose CLS
+    /// attention ranks key tokens; `None` when the features come from the last layer,
+    /// which then scores its own input.
+    key_scorer: Option<AttentionScorer<B>>,
 }
 
 impl<B: Backend> ClipVision<B> {
@@ -92,6 +115,18 @@ impl<B: Backend> ClipVision<B> {
         let layers = (0..run as usize)
             .map(|i| EncoderLayer::load(&l.at(&format!("encoder.layers.{i}")), v))
             .collect::<Result<Vec<_>>>()?;
+        let key_layer = l.at(&format!("encoder.layers.{run}"));
+        // Checkpoints trimmed to the feature layer lack it; only key-token methods need it.
+        let key_scorer = if run < total && key_layer.contains("self_attn.k_proj.weight") {
+            let attn = key_layer.at("self_attn");
+            Some(AttentionScorer {
+                layer_norm1: LayerNorm::load(&key_layer, "layer_norm1", d)?,
+                q_proj: Linear::load(&attn, "q_proj", d, d, true)?,
+                k_proj: Linear::load(&attn, "k_proj", d, d, true)?,
+            })
+        } else {
+            None
+        };
         Ok(ClipVision {
             cfg: v.clone(),
             select: cfg.vision_feature_select_strategy,
@@ -100,6 +135,7 @@ impl<B: Backend> ClipVision<B> {
             position_embedding: emb.get("position_embedding.weight", &[grid * grid + 1, d])?,
             pre_layrnorm: LayerNorm::load(l, "pre_layrnorm", d)?,
             layers,
+            key_scorer,
         })
     }
 
@@ -110,7 +146,14 @@ impl<B: Backend> ClipVision<B> {
 
     /// Encodes one image given as CHW pixel values (`channels × image_size × image_size`)
     /// into `out`: one row per selected token (patches in raster order, CLS first when kept).
-    pub fn forward(&self, b: &B, pixels: &[f32], out: &mut B::Tensor) -> Result<()> {
+    /// A stage-1 `reducer` may merge tokens and pick key tokens on the way.
+    pub fn forward(
+        &self,
+        b: &B,
+        pixels: &[f32],
+        reducer: Option<&dyn EncoderReducer<B>>,
+        out: &mut B::Tensor,
+    ) -> Result<VisionOutput> {
         let (c, s) = (self.cfg.num_channels, self.cfg.image_size);
         if pixels.len() != c * s * s {
             return Err(Error::internal(format!(
@@ -118,6 +161,21 @@ impl<B: Backend> ClipVision<B> {
                 pixels.len()
             )));
         }
+        if reducer.is_some() && self.select != FeatureSelect::Patches {
+            return Err(Error::usage(
+                "token reduction needs a model whose image features are the patch tokens \
+                 (vision_feature_select_strategy \"default\")",
+            ));
+        }
+        let grid = self.grid();
+        let mut output = VisionOutput {
+            tokens: (0..(grid * grid) as u32)
+                .map(|p| VisionToken { patches: vec![p] })
+                .collect(),
+            keys: Vec::new(),
+            window_similarity: Vec::new(),
+            flops: 0.0,
+        };
         let mut x = self.embed(b, pixels);
         let mut normed = b.new_tensor();
         b.layer_norm(
@@ -138,8 +196,25 @@ impl<B: Backend> ClipVision<B> {
             proj: b.new_tensor(),
             mlp: b.new_tensor(),
         };
-        for layer in &self.layers {
+        let wants_keys = reducer.is_some_and(|r| r.wants_keys());
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            if wants_keys && self.key_scorer.is_none() && i == last {
+                let scorer = (&layer.layer_norm1, &layer.q_proj, &layer.k_proj);
+                output.keys = self.key_tokens(b, scorer, &x, reducer)?;
+            }
+            output.flops += encoder_layer_flops(b.shape(&x).0, self.cfg.hidden_size, self.cfg.intermediate_size);
             self.encoder_layer(b, layer, &mut x, &mut scratch);
+            if let Some(r) = reducer.filter(|r| r.merge_after() == Some(i)) {
+                output.window_similarity = r.merge(b, grid, &mut x, &mut output.tokens)?;
+            }
+        }
+        if wants_keys {
+            if let Some(s) = &self.key_scorer {
+                output.keys = self.key_tokens(b, (&s.layer_norm1, &s.q_proj, &s.k_proj), &x, reducer)?;
+            } else if self.layers.is_empty() {
+                return Err(Error::model("key tokens need at least one vision-tower layer"));
+            }
         }
 
         let n = b.shape(&x).0;
@@ -150,7 +225,46 @@ impl<B: Backend> ClipVision<B> {
                 b.copy_rows(&x, 1, out, 0, n - 1);
             }
         }
-        Ok(())
+        Ok(output)
+    }
+
+    /// Key tokens from the head-averaged attention of the CLS row onto each token in the
+    /// scoring layer, whose input is `x` (CLS first).
+    fn key_tokens(
+        &self,
+        b: &B,
+        (layer_norm1, q_proj, k_proj): (&LayerNorm<B>, &Linear<B>, &Linear<B>),
+        x: &B::Tensor,
+        reducer: Option<&dyn EncoderReducer<B>>,
+    ) -> Result<Vec<u32>> {
+        let Some(reducer) = reducer else {
+            return Ok(Vec::new());
+        };
+        let heads = self.cfg.num_attention_heads;
+        let head_dim = self.cfg.hidden_size / heads;
+        let n = b.shape(x).0;
+        let mut normed = b.new_tensor();
+        b.layer_norm(
+            x,
+            &layer_norm1.weight,
+            &layer_norm1.bias,
+            self.cfg.layer_norm_eps,
+            &mut normed,
+        );
+        let (mut cls, mut q, mut k) = (b.new_tensor(), b.new_tensor(), b.new_tensor());
+        b.select_rows(&normed, &[0], &mut cls);
+        q_proj.forward(b, &cls, &mut q);
+        k_proj.forward(b, &normed, &mut k);
+        let params = AttentionParams {
+            n_heads: heads,
+            n_kv_heads: heads,
+            head_dim,
+            causal: false,
+            scale: (head_dim as f32).powf(-0.5),
+        };
+        let mut probs = Vec::new();
+        b.attention_probs(&q, &k, n, &[n], params, &mut probs);
+        reducer.keys(&probs[1..])
     }
 
     /// `[CLS; patches] + positions`: patches go through the stride-p convolution, written

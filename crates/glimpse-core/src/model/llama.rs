@@ -53,6 +53,7 @@ pub struct LlamaScratch<B: Backend> {
     gate: B::Tensor,
     up: B::Tensor,
     last: B::Tensor,
+    selected: B::Tensor,
     pub logits: B::Tensor,
 }
 
@@ -68,6 +69,7 @@ impl<B: Backend> LlamaScratch<B> {
             gate: b.new_tensor(),
             up: b.new_tensor(),
             last: b.new_tensor(),
+            selected: b.new_tensor(),
             logits: b.new_tensor(),
         }
     }
@@ -123,56 +125,93 @@ impl<B: Backend> Llama<B> {
         b.gather_rows(&self.embed_tokens, ids, out);
     }
 
-    /// Runs every decoder layer over `x` [n, H] (tokens at `positions`), appending their
-    /// keys and values to `cache`. On return `x` holds the last layer's output (before
-    /// the final norm).
-    pub fn forward(
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn attention_params(&self) -> AttentionParams {
+        let cfg = &self.cfg;
+        AttentionParams {
+            n_heads: cfg.num_attention_heads,
+            n_kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+            causal: true,
+            scale: (cfg.head_dim as f32).powf(-0.5),
+        }
+    }
+
+    /// Runs decoder layer `i` over `x` [n, H] (rows rotated to `positions`), appending
+    /// their keys and values to the layer's cache under `origins`; `x` becomes the layer's
+    /// output. The rows' rotated queries stay in `s` for [`Llama::attention_rows`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_layer(
         &self,
         b: &B,
+        i: usize,
         x: &mut B::Tensor,
         positions: &[u32],
+        origins: &[u32],
         cache: &mut KvCache<B>,
         s: &mut LlamaScratch<B>,
     ) -> Result<()> {
         let cfg = &self.cfg;
+        let layer = &self.layers[i];
         let (h, kv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
-        let params = AttentionParams {
-            n_heads: h,
-            n_kv_heads: kv,
-            head_dim: d,
-            causal: true,
-            scale: (d as f32).powf(-0.5),
-        };
-        for (i, layer) in self.layers.iter().enumerate() {
-            // self-attention block
-            b.rms_norm(x, &layer.input_layernorm, cfg.rms_norm_eps, &mut s.normed);
-            layer.q_proj.forward(b, &s.normed, &mut s.q);
-            layer.k_proj.forward(b, &s.normed, &mut s.k);
-            layer.v_proj.forward(b, &s.normed, &mut s.v);
-            b.rope(&mut s.q, positions, h, d, cfg.rope_theta);
-            b.rope(&mut s.k, positions, kv, d, cfg.rope_theta);
-            cache.append(b, i, &s.k, &s.v, positions)?;
-            let layer_cache = &cache.layers[i];
-            b.attention(
-                &s.q,
-                &layer_cache.k,
-                &layer_cache.v,
-                layer_cache.len,
-                params,
-                &mut s.attn,
-            );
-            layer.o_proj.forward(b, &s.attn, &mut s.proj);
-            b.add(x, &s.proj);
 
-            // gated MLP block
-            b.rms_norm(x, &layer.post_attention_layernorm, cfg.rms_norm_eps, &mut s.normed);
-            layer.gate_proj.forward(b, &s.normed, &mut s.gate);
-            layer.up_proj.forward(b, &s.normed, &mut s.up);
-            b.gated_activate(&mut s.gate, &s.up, cfg.hidden_act);
-            layer.down_proj.forward(b, &s.gate, &mut s.proj);
-            b.add(x, &s.proj);
-        }
+        // self-attention block
+        b.rms_norm(x, &layer.input_layernorm, cfg.rms_norm_eps, &mut s.normed);
+        layer.q_proj.forward(b, &s.normed, &mut s.q);
+        layer.k_proj.forward(b, &s.normed, &mut s.k);
+        layer.v_proj.forward(b, &s.normed, &mut s.v);
+        b.rope(&mut s.q, positions, h, d, cfg.rope_theta);
+        b.rope(&mut s.k, positions, kv, d, cfg.rope_theta);
+        cache.append(b, i, &s.k, &s.v, positions, origins)?;
+        let layer_cache = &cache.layers[i];
+        b.attention(
+            &s.q,
+            &layer_cache.k,
+            &layer_cache.v,
+            layer_cache.len,
+            self.attention_params(),
+            &mut s.attn,
+        );
+        layer.o_proj.forward(b, &s.attn, &mut s.proj);
+        b.add(x, &s.proj);
+
+        // gated MLP block
+        b.rms_norm(x, &layer.post_attention_layernorm, cfg.rms_norm_eps, &mut s.normed);
+        layer.gate_proj.forward(b, &s.normed, &mut s.gate);
+        layer.up_proj.forward(b, &s.normed, &mut s.up);
+        b.gated_activate(&mut s.gate, &s.up, cfg.hidden_act);
+        layer.down_proj.forward(b, &s.gate, &mut s.proj);
+        b.add(x, &s.proj);
         Ok(())
+    }
+
+    /// Head-averaged attention probabilities of some rows of the last `forward_layer` call
+    /// over the first `visible[r]` rows of layer `i`'s cache, as `queries.len() × cache
+    /// length` (the side pass token filters read; the main attention stays fused).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_rows(
+        &self,
+        b: &B,
+        i: usize,
+        queries: &[usize],
+        visible: &[usize],
+        cache: &KvCache<B>,
+        s: &mut LlamaScratch<B>,
+        out: &mut Vec<f32>,
+    ) {
+        b.select_rows(&s.q, queries, &mut s.selected);
+        let layer_cache = &cache.layers[i];
+        b.attention_probs(
+            &s.selected,
+            &layer_cache.k,
+            layer_cache.len,
+            visible,
+            self.attention_params(),
+            out,
+        );
     }
 
     /// Logits of the last row of `x` into `s.logits` [1, vocab]: only the next token's

@@ -9,6 +9,8 @@ use super::weights::Weights;
 use super::Loader;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::reduce::stages::EncoderReducer;
+use crate::reduce::{EncodedImage, VisionToken};
 
 /// Checkpoint prefixes (llava-hf on-disk names; `Weights` resolves the other layouts).
 const VISION_PREFIX: &str = "vision_tower.vision_model";
@@ -40,17 +42,48 @@ impl<B: Backend> Llava<B> {
         })
     }
 
-    /// One image's pixel values → its language-model embeddings `out` [tokens, H].
-    pub fn encode_image(&self, b: &B, pixels: &[f32], out: &mut B::Tensor) -> Result<()> {
+    /// One image's pixel values → its language-model embeddings, one row per token, with
+    /// what a stage-1 `reducer` merged and chose on the way.
+    pub fn encode_image(
+        &self,
+        b: &B,
+        pixels: &[f32],
+        reducer: Option<&dyn EncoderReducer<B>>,
+    ) -> Result<(EncodedImage<B>, f64)> {
         let mut features = b.new_tensor();
-        self.vision.forward(b, pixels, &mut features)?;
-        self.projector.forward(b, &features, out);
-        Ok(())
+        let output = self.vision.forward(b, pixels, reducer, &mut features)?;
+        let mut embeddings = b.new_tensor();
+        self.projector.forward(b, &features, &mut embeddings);
+        let rows = b.shape(&embeddings).0;
+        let (tokens, offsets) = if rows == output.tokens.len() {
+            let offsets = output
+                .tokens
+                .iter()
+                .map(|t| t.patches.iter().copied().min().unwrap_or(0))
+                .collect();
+            (output.tokens, offsets)
+        } else {
+            // Features that keep the CLS row: the tokens stand for rows in order, CLS first.
+            let tokens = std::iter::once(VisionToken { patches: Vec::new() })
+                .chain(output.tokens)
+                .collect();
+            let offsets = (0..rows as u32).collect();
+            (tokens, offsets)
+        };
+        let image = EncodedImage {
+            embeddings,
+            tokens,
+            offsets,
+            keys: output.keys,
+            grid: self.vision.grid(),
+            window_similarity: output.window_similarity,
+        };
+        Ok((image, output.flops))
     }
 
     /// Embeds `ids` into `out` [n, H], replacing each run of image tokens by the next
     /// image's embeddings. The run lengths must match the images' token counts.
-    pub fn embed_prompt(&self, b: &B, ids: &[u32], images: &[B::Tensor], out: &mut B::Tensor) -> Result<()> {
+    pub fn embed_prompt(&self, b: &B, ids: &[u32], images: &[&B::Tensor], out: &mut B::Tensor) -> Result<()> {
         let image_token = self.config.image_token_index;
         // Image tokens may sit outside the embedding table; their rows are overwritten anyway.
         let text_ids: Vec<u32> = ids.iter().map(|&t| if t == image_token { 0 } else { t }).collect();

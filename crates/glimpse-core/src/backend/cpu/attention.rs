@@ -155,3 +155,41 @@ fn attention_per_row(
         });
     });
 }
+
+/// Head-averaged probabilities of each query row over the keys it sees (see
+/// `Backend::attention_probs`). One task per query row: callers ask for a few rows only.
+pub(crate) fn attention_probs(
+    q: &CpuTensor,
+    k: &CpuTensor,
+    n_keys: usize,
+    visible: &[usize],
+    p: AttentionParams,
+    out: &mut Vec<f32>,
+) {
+    let (d, kv_cols) = (p.head_dim, k.cols);
+    assert_eq!(q.cols, p.n_heads * d, "attention_probs: query width");
+    assert_eq!(
+        visible.len(),
+        q.rows,
+        "attention_probs: one visible count per query row"
+    );
+    assert!(k.rows >= n_keys, "attention_probs: fewer key rows than n_keys");
+    let group = p.n_heads / p.n_kv_heads;
+    out.clear();
+    out.resize(q.rows * n_keys, 0.0);
+    out.par_chunks_mut(n_keys.max(1)).enumerate().for_each(|(row, o)| {
+        let seen = visible[row].min(n_keys);
+        let mut scores = vec![0f32; seen];
+        for head in 0..p.n_heads {
+            let kv_off = (head / group) * d;
+            let qh = &q.data[row * q.cols + head * d..][..d];
+            for (t, s) in scores.iter_mut().enumerate() {
+                *s = dot(qh, &k.data[t * kv_cols + kv_off..][..d]) * p.scale;
+            }
+            let inv = 1.0 / exp_shifted(&mut scores) / p.n_heads as f32;
+            for (acc, s) in o.iter_mut().zip(&scores) {
+                *acc += s * inv;
+            }
+        }
+    });
+}

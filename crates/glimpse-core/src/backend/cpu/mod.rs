@@ -96,6 +96,14 @@ impl Backend for CpuBackend {
         dst.data[dst_row * c..(dst_row + n) * c].copy_from_slice(&src.data[src_row * c..(src_row + n) * c]);
     }
 
+    fn select_rows(&self, src: &CpuTensor, rows: &[usize], out: &mut CpuTensor) {
+        ops::select_rows(src, rows, out);
+    }
+
+    fn retain_rows(&self, t: &mut CpuTensor, rows: &[usize]) {
+        ops::retain_rows(t, rows);
+    }
+
     fn reserve_rows(&self, t: &mut CpuTensor, rows: usize, cols: usize) {
         assert!(t.rows == 0 || t.cols == cols, "reserve_rows: width changes");
         t.resize(rows, cols);
@@ -135,6 +143,19 @@ impl Backend for CpuBackend {
         out: &mut CpuTensor,
     ) {
         self.pool.install(|| attention::attention(q, k, v, n_keys, params, out));
+    }
+
+    fn attention_probs(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        n_keys: usize,
+        visible: &[usize],
+        params: AttentionParams,
+        out: &mut Vec<f32>,
+    ) {
+        self.pool
+            .install(|| attention::attention_probs(q, k, n_keys, visible, params, out));
     }
 }
 

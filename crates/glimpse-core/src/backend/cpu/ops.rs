@@ -121,3 +121,27 @@ pub(crate) fn gather_rows(table: &CpuWeight, ids: &[u32], out: &mut CpuTensor) {
         table.read_f32(id as usize * d, row);
     });
 }
+
+pub(crate) fn select_rows(src: &CpuTensor, rows: &[usize], out: &mut CpuTensor) {
+    let c = src.cols;
+    out.resize(rows.len(), c);
+    for (dst, &r) in out.data.chunks_mut(c.max(1)).zip(rows) {
+        assert!(r < src.rows, "select_rows: row {r} of {}", src.rows);
+        dst.copy_from_slice(src.row(r));
+    }
+}
+
+pub(crate) fn retain_rows(t: &mut CpuTensor, rows: &[usize]) {
+    let c = t.cols;
+    for (dst, &src) in rows.iter().enumerate() {
+        assert!(src >= dst && src < t.rows, "retain_rows: rows must ascend and exist");
+        assert!(
+            dst == 0 || rows[dst - 1] < src,
+            "retain_rows: rows must ascend strictly"
+        );
+        if src != dst {
+            t.data.copy_within(src * c..(src + 1) * c, dst * c);
+        }
+    }
+    t.resize(rows.len(), c);
+}

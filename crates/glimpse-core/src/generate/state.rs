@@ -1,0 +1,351 @@
+//! The language model's state during one generation — KV cache, working buffers, the
+//! reduction plan's stages — and the two things done with it: prefill (with the prefill
+//! filter between layers) and one decode step (with the cache policy around it).
+
+use std::collections::HashMap;
+
+use super::kv_cache::KvCache;
+use super::session::PreparedPrompt;
+use super::stats::{decoder_layer_flops, GenerationStats};
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::model::llama::{Llama, LlamaScratch};
+use crate::model::llava::Llava;
+use crate::reduce::report::{Eviction, FilterReport, ImageReport, TokenReport};
+use crate::reduce::stages::{FilterInput, FilterOutput, PrefillTrace};
+use crate::reduce::{EncodedImage, PositionMode, ReductionPlan, ReductionReport, Row, Sequence, VisionRef};
+
+pub(crate) struct GenerationState<'m, B: Backend> {
+    cache: KvCache<B>,
+    scratch: LlamaScratch<B>,
+    hidden: B::Tensor,
+    plan: ReductionPlan<'m, B>,
+    /// Position (in `Original` mode) and origin of the next decode token.
+    next_position: u32,
+    /// Which image token each cached visual origin is, for eviction reports.
+    vision_origins: HashMap<u32, VisionRef>,
+    report: ReductionReport,
+    layer_vision_tokens: Vec<usize>,
+    flops_prefill: f64,
+    after_prefill: usize,
+    kv_bytes_peak: usize,
+    decode_steps: usize,
+}
+
+impl<'m, B: Backend> GenerationState<'m, B> {
+    /// Allocates everything a generation of up to `capacity` cached rows needs.
+    pub(crate) fn new(b: &B, model: &Llava<B>, plan: ReductionPlan<'m, B>, capacity: usize) -> Self {
+        GenerationState {
+            cache: model.language.new_cache(b, capacity),
+            scratch: LlamaScratch::new(b),
+            hidden: b.new_tensor(),
+            plan,
+            next_position: 0,
+            vision_origins: HashMap::new(),
+            report: ReductionReport::default(),
+            layer_vision_tokens: Vec::new(),
+            flops_prefill: 0.0,
+            after_prefill: 0,
+            kv_bytes_peak: 0,
+            decode_steps: 0,
+        }
+    }
+
+    /// Runs the whole prompt through the model and returns the next token's logits.
+    pub(crate) fn prefill(&mut self, b: &B, model: &Llava<B>, prompt: &PreparedPrompt<B>) -> Result<Vec<f32>> {
+        let llama = &model.language;
+        let cfg = llama.config();
+        let embeddings: Vec<&B::Tensor> = prompt.images.iter().map(|i| &i.embeddings).collect();
+        model.embed_prompt(b, &prompt.ids, &embeddings, &mut self.hidden)?;
+        self.report.images = prompt.images.iter().map(image_report).collect();
+        self.next_position = prompt.unreduced_len as u32;
+
+        let mut seq = prompt.sequence.clone();
+        let filter_layers = match self.plan.filter.as_mut() {
+            Some(filter) => {
+                filter.prepare(b, &seq, &self.hidden)?;
+                filter.layers().to_vec()
+            }
+            None => Vec::new(),
+        };
+        let mut attention = Vec::new();
+        for i in 0..llama.n_layers() {
+            self.layer_vision_tokens.push(seq.vision_count());
+            self.flops_prefill += decoder_layer_flops(seq.len(), cfg.hidden_size, cfg.intermediate_size);
+            llama.forward_layer(
+                b,
+                i,
+                &mut self.hidden,
+                &seq.positions(),
+                &seq.origins(),
+                &mut self.cache,
+                &mut self.scratch,
+            )?;
+            let Some(filter) = self.plan.filter.as_mut().filter(|_| filter_layers.contains(&i)) else {
+                continue;
+            };
+            let queries = filter.query_rows(i, &seq);
+            attention.clear();
+            if !queries.is_empty() {
+                // Causal: during prefill a row sees the rows up to itself.
+                let visible: Vec<usize> = queries.iter().map(|&q| q + 1).collect();
+                llama.attention_rows(b, i, &queries, &visible, &self.cache, &mut self.scratch, &mut attention);
+            }
+            let output = filter.select(FilterInput {
+                b,
+                layer: i,
+                seq: &seq,
+                queries: &queries,
+                attention: &attention,
+                hidden: &self.hidden,
+                images: &prompt.images,
+            })?;
+            seq = self.apply_filter(b, i, &seq, output);
+            if self.plan.positions == PositionMode::Compact {
+                seq.compact_positions();
+            }
+        }
+        self.after_prefill = seq.vision_count();
+        self.kv_bytes_peak = self.cache.bytes_in_use();
+        self.vision_origins = seq
+            .rows
+            .iter()
+            .filter_map(|r| r.vision.map(|v| (r.origin, v)))
+            .collect();
+
+        if let Some(policy) = self.plan.cache.as_mut() {
+            let key_origins = seq
+                .rows
+                .iter()
+                .filter(|r| {
+                    r.vision
+                        .is_some_and(|v| prompt.images[v.image as usize].keys.contains(&v.token))
+                })
+                .map(|r| r.origin)
+                .collect();
+            let trace = PrefillTrace {
+                final_rows: seq.clone(),
+                filter_layers,
+                key_origins,
+            };
+            policy.after_prefill(b, &trace, &mut self.cache)?;
+        }
+
+        llama.logits_of_last(b, &self.hidden, &mut self.scratch);
+        let mut logits = vec![0f32; cfg.vocab_size];
+        b.download_row(&self.scratch.logits, 0, &mut logits);
+        Ok(logits)
+    }
+
+    /// Rebuilds the rows (and hidden states) a filter let through, recording who left.
+    fn apply_filter(&mut self, b: &B, layer: usize, seq: &Sequence, output: FilterOutput<B>) -> Sequence {
+        let FilterOutput {
+            keep,
+            added,
+            added_hidden,
+        } = output;
+        let mut kept = vec![false; seq.len()];
+        keep.iter().for_each(|&r| kept[r] = true);
+        for (row, _) in seq.rows.iter().zip(&kept).filter(|(_, k)| !**k) {
+            if let Some(v) = row.vision {
+                self.report.images[v.image as usize].tokens[v.token as usize].dropped_after_layer = Some(layer);
+            }
+        }
+
+        let n = seq.len();
+        let mut rows = Vec::with_capacity(keep.len() + added.len());
+        let mut sources = Vec::with_capacity(keep.len() + added.len());
+        let mut added_iter = added.into_iter().enumerate().peekable();
+        for &r in &keep {
+            rows.push(seq.rows[r]);
+            sources.push(r);
+            while let Some((k, a)) = added_iter.next_if(|(_, a)| a.after == r) {
+                let image = &mut self.report.images[a.row.vision.map_or(0, |v| v.image as usize)];
+                image.tokens.push(TokenReport {
+                    patches: a.token.patches,
+                    recycled: true,
+                    ..Default::default()
+                });
+                rows.push(a.row);
+                sources.push(n + k);
+            }
+        }
+        match added_hidden {
+            Some(extra) => {
+                let a = b.shape(&extra).0;
+                let cols = b.shape(&self.hidden).1;
+                b.reserve_rows(&mut self.hidden, n + a, cols);
+                b.copy_rows(&extra, 0, &mut self.hidden, n, a);
+                let mut next = b.new_tensor();
+                b.select_rows(&self.hidden, &sources, &mut next);
+                self.hidden = next;
+            }
+            None => b.retain_rows(&mut self.hidden, &sources),
+        }
+
+        let images = self.report.images.len();
+        let next = Sequence { rows };
+        let kept_tokens = (0..images as u32)
+            .map(|image| {
+                next.rows
+                    .iter()
+                    .filter_map(|r| r.vision.filter(|v| v.image == image).map(|v| v.token))
+                    .collect()
+            })
+            .collect();
+        self.report.filters.push(FilterReport {
+            layer,
+            kept: kept_tokens,
+        });
+        next
+    }
+
+    /// Feeds one generated token and writes the following token's logits.
+    pub(crate) fn step(&mut self, b: &B, llama: &Llama<B>, id: u32, logits: &mut [f32]) -> Result<()> {
+        let (position, origin) = (self.next_position, self.next_position);
+        self.next_position += 1;
+        llama.embed(b, &[id], &mut self.hidden);
+        let admission_layer = self.plan.cache.as_ref().and_then(|p| p.admission_layer());
+        let watched: Vec<usize> = self
+            .plan
+            .cache
+            .as_ref()
+            .map_or(Vec::new(), |p| p.watched_layers().to_vec());
+        let mut watched_rows = Vec::with_capacity(watched.len());
+        let mut admitted = true;
+        for i in 0..llama.n_layers() {
+            if admission_layer == Some(i) {
+                if let Some(policy) = self.plan.cache.as_mut() {
+                    admitted = policy.admit(b, &self.hidden)?;
+                }
+                self.report.decode_admitted.push(admitted);
+            }
+            let position = match self.plan.positions {
+                PositionMode::Original => position,
+                PositionMode::Compact => self.cache.layers[i].len as u32,
+            };
+            llama.forward_layer(
+                b,
+                i,
+                &mut self.hidden,
+                &[position],
+                &[origin],
+                &mut self.cache,
+                &mut self.scratch,
+            )?;
+            if watched.contains(&i) {
+                let mut row = Vec::new();
+                let len = self.cache.layers[i].len;
+                llama.attention_rows(b, i, &[0], &[len], &self.cache, &mut self.scratch, &mut row);
+                watched_rows.push(row);
+            }
+            if !admitted && admission_layer.is_some_and(|l| i >= l) {
+                self.cache.pop(i);
+            }
+        }
+        self.kv_bytes_peak = self.kv_bytes_peak.max(self.cache.bytes_in_use());
+        if let Some(policy) = self.plan.cache.as_mut() {
+            for origin in policy.after_step(b, &watched_rows, &mut self.cache)? {
+                if let Some(v) = self.vision_origins.get(&origin) {
+                    self.report.images[v.image as usize].tokens[v.token as usize].evicted_at_step =
+                        Some(self.decode_steps);
+                    self.report.decode_evicted.push(Eviction {
+                        step: self.decode_steps,
+                        image: v.image,
+                        token: v.token,
+                    });
+                }
+            }
+        }
+        self.decode_steps += 1;
+        llama.logits_of_last(b, &self.hidden, &mut self.scratch);
+        b.download_row(&self.scratch.logits, 0, logits);
+        Ok(())
+    }
+
+    /// Fills the reduction statistics and hands over the report.
+    pub(crate) fn finish(self, stats: &mut GenerationStats) -> ReductionReport {
+        let images = self.report.images.len().max(1);
+        stats.after_prefill = self.after_prefill;
+        stats.equal_tokens = if self.layer_vision_tokens.is_empty() {
+            0.0
+        } else {
+            self.layer_vision_tokens.iter().sum::<usize>() as f64
+                / self.layer_vision_tokens.len() as f64
+                / images as f64
+        };
+        stats.layer_vision_tokens = self.layer_vision_tokens;
+        stats.flops_prefill = self.flops_prefill;
+        stats.kv_bytes_peak = self.kv_bytes_peak;
+        stats.kv_bytes_final = self.cache.bytes_in_use();
+        stats.decode_kv_admitted = self.report.decode_admitted.iter().filter(|a| **a).count();
+        stats.decode_kv_rejected = self.report.decode_admitted.len() - stats.decode_kv_admitted;
+        stats.decode_evicted = self.report.decode_evicted.len();
+        self.report
+    }
+}
+
+fn image_report<B: Backend>(image: &EncodedImage<B>) -> ImageReport {
+    ImageReport {
+        grid: image.grid,
+        tokens: image
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TokenReport {
+                patches: t.patches.clone(),
+                key: image.keys.contains(&(i as u32)),
+                ..Default::default()
+            })
+            .collect(),
+        keys: image.keys.clone(),
+        window_similarity: image.window_similarity.clone(),
+    }
+}
+
+/// The rows of an unreduced-or-stage-1-reduced prompt: text rows count positions one by
+/// one, an image's slot spans `slot_len` positions whatever its token count, and each
+/// visual token sits at its slot's start plus its offset.
+pub(crate) fn initial_sequence<B: Backend>(
+    ids: &[u32],
+    image_token: u32,
+    images: &[EncodedImage<B>],
+    slot_len: usize,
+    mode: PositionMode,
+) -> Sequence {
+    let mut rows = Vec::with_capacity(ids.len());
+    let mut position = 0u32;
+    let mut i = 0;
+    let mut image = 0usize;
+    while i < ids.len() {
+        if ids[i] != image_token || image >= images.len() {
+            rows.push(Row {
+                position,
+                origin: position,
+                vision: None,
+            });
+            position += 1;
+            i += 1;
+            continue;
+        }
+        let count = images[image].tokens.len();
+        for (token, &offset) in images[image].offsets.iter().enumerate() {
+            rows.push(Row {
+                position: position + offset,
+                origin: position + offset,
+                vision: Some(VisionRef {
+                    image: image as u32,
+                    token: token as u32,
+                }),
+            });
+        }
+        position += slot_len as u32;
+        i += count;
+        image += 1;
+    }
+    let mut seq = Sequence { rows };
+    if mode == PositionMode::Compact {
+        seq.compact_positions();
+    }
+    seq
+}

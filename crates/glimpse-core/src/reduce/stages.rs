@@ -1,0 +1,115 @@
+//! The three places a reduction method can act, as interfaces the model code calls
+//! without knowing which method sits behind them.
+
+use super::sequence::{EncodedImage, Row, Sequence, VisionToken};
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::generate::kv_cache::KvCache;
+
+/// Stage 1, inside the vision tower, once per image.
+pub trait EncoderReducer<B: Backend>: Send + Sync {
+    /// Vision-tower layer after whose output `merge` runs, if the method merges.
+    fn merge_after(&self) -> Option<usize>;
+    /// Merges rows of one image's hidden states (`[1 + n, D]`, CLS first) in place and
+    /// updates the tokens' patch lists to match; returns a score per merge candidate
+    /// (reported, not used further).
+    fn merge(&self, b: &B, grid: usize, hidden: &mut B::Tensor, tokens: &mut Vec<VisionToken>) -> Result<Vec<f32>>;
+    /// Whether the method wants key tokens (the tower then computes the CLS attention row
+    /// of its key layer, see `ClipVision`).
+    fn wants_keys(&self) -> bool;
+    /// Key tokens (indices into `tokens`, ascending) from the CLS row's head-averaged
+    /// attention onto each token.
+    fn keys(&self, cls_attention: &[f32]) -> Result<Vec<u32>>;
+}
+
+/// What a prefill filter sees right after a language-model layer has processed the
+/// current rows.
+pub struct FilterInput<'a, B: Backend> {
+    pub b: &'a B,
+    pub layer: usize,
+    pub seq: &'a Sequence,
+    /// The rows `query_rows` asked for.
+    pub queries: &'a [usize],
+    /// `queries.len() × seq.len()` head-averaged attention probabilities of those rows at
+    /// this layer (causal: zero beyond the query's own row).
+    pub attention: &'a [f32],
+    /// The layer's output, one row per sequence row.
+    pub hidden: &'a B::Tensor,
+    pub images: &'a [EncodedImage<B>],
+}
+
+/// A row a filter adds (SparseVLM's recycled clusters).
+pub struct AddedRow {
+    /// Index of the kept row it is inserted after.
+    pub after: usize,
+    pub row: Row,
+    pub token: VisionToken,
+}
+
+pub struct FilterOutput<B: Backend> {
+    /// Rows that go on to the next layer, ascending (text rows included).
+    pub keep: Vec<usize>,
+    pub added: Vec<AddedRow>,
+    /// Hidden states of the added rows, one row each, in `added` order.
+    pub added_hidden: Option<B::Tensor>,
+}
+
+impl<B: Backend> FilterOutput<B> {
+    pub fn keep(keep: Vec<usize>) -> Self {
+        FilterOutput {
+            keep,
+            added: Vec::new(),
+            added_hidden: None,
+        }
+    }
+}
+
+/// Stage 2, during prefill, after given language-model layers.
+pub trait PrefillFilter<B: Backend>: Send {
+    /// Layers after which `select` runs, ascending.
+    fn layers(&self) -> &[usize];
+    /// Sees the language model's input embeddings once, before layer 0.
+    fn prepare(&mut self, _b: &B, _seq: &Sequence, _embeddings: &B::Tensor) -> Result<()> {
+        Ok(())
+    }
+    /// Rows whose attention the filter needs at `layer` (empty: none is computed).
+    fn query_rows(&self, layer: usize, seq: &Sequence) -> Vec<usize>;
+    fn select(&mut self, input: FilterInput<'_, B>) -> Result<FilterOutput<B>>;
+}
+
+/// What prefill did, for the cache policy.
+pub struct PrefillTrace {
+    /// The rows that left the last layer.
+    pub final_rows: Sequence,
+    /// Layers the filter ran after.
+    pub filter_layers: Vec<usize>,
+    /// Origins of key tokens (never evicted).
+    pub key_origins: Vec<u32>,
+}
+
+/// Stage 3, around each decoding step.
+pub trait CachePolicy<B: Backend>: Send {
+    /// Adjusts the caches once prefill is done.
+    fn after_prefill(&mut self, _b: &B, _trace: &PrefillTrace, _cache: &mut KvCache<B>) -> Result<()> {
+        Ok(())
+    }
+    /// Layer at whose input the new token's admission is decided, if the policy decides.
+    fn admission_layer(&self) -> Option<usize> {
+        None
+    }
+    /// Whether the new token (its hidden row at the admission layer's input) keeps its
+    /// keys/values in the caches of the admission layer and after. It attends with them
+    /// in this step either way.
+    fn admit(&mut self, _b: &B, _hidden: &B::Tensor) -> Result<bool> {
+        Ok(true)
+    }
+    /// Layers whose attention row of each new token `after_step` wants.
+    fn watched_layers(&self) -> &[usize] {
+        &[]
+    }
+    /// After each step, with the new token's head-averaged attention over each watched
+    /// layer's cache (aligned with that layer's rows); returns the origins it evicted.
+    fn after_step(&mut self, _b: &B, _watched: &[Vec<f32>], _cache: &mut KvCache<B>) -> Result<Vec<u32>> {
+        Ok(Vec::new())
+    }
+}
