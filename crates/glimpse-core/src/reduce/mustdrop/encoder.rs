@@ -28,7 +28,7 @@ impl<B: Backend> EncoderReducer<B> for MustDropEncoder {
         let Some(tau) = self.tau else {
             return Ok(Vec::new());
         };
-        if grid % WINDOW != 0 {
+        if !grid.is_multiple_of(WINDOW) {
             return Err(Error::usage(format!(
                 "--reduce mustdrop: merging needs a patch grid divisible by {WINDOW}, this model's is {grid}×{grid} \
                  (use merge=off)"
