@@ -349,3 +349,38 @@ pub(crate) fn initial_sequence<B: Backend>(
     }
     seq
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::reduce::VisionToken;
+
+    /// A 2×2-patch image merged into two tokens: one covering patches 0, 1 and 3, one
+    /// covering patch 2.
+    fn merged_image(b: &CpuBackend) -> EncodedImage<CpuBackend> {
+        EncodedImage {
+            embeddings: b.new_tensor(),
+            tokens: vec![VisionToken { patches: vec![0, 1, 3] }, VisionToken { patches: vec![2] }],
+            offsets: vec![0, 2],
+            keys: vec![],
+            grid: 2,
+            window_similarity: vec![],
+        }
+    }
+
+    #[test]
+    fn tokens_keep_their_slot_positions_and_text_continues_after_the_slot() {
+        let b = CpuBackend::new(Some(1)).unwrap();
+        let images = [merged_image(&b)];
+        let ids = [1, 9, 9, 5, 6];
+        let seq = initial_sequence(&ids, 9, &images, 4, PositionMode::Original);
+        assert_eq!(seq.positions(), vec![0, 1, 3, 5, 6]);
+        assert_eq!(seq.origins(), vec![0, 1, 3, 5, 6]);
+        assert_eq!(seq.vision_rows(0), vec![1, 2]);
+        assert_eq!(seq.text_after_images(), vec![3, 4]);
+        let compact = initial_sequence(&ids, 9, &images, 4, PositionMode::Compact);
+        assert_eq!(compact.positions(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(compact.origins(), vec![0, 1, 3, 5, 6], "identity survives renumbering");
+    }
+}
