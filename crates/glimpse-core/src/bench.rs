@@ -139,6 +139,43 @@ fn run_one(
     })
 }
 
+/// A Markdown table of the runs, each with its prefill time, FLOPs and KV bytes as a ratio
+/// to the first run's.
+pub fn ratio_table(report: &BenchReport) -> String {
+    let Some(base) = report.runs.first() else {
+        return String::new();
+    };
+    let ratio = |x: f64, b: f64| if b > 0.0 { x / b } else { 0.0 };
+    let mut out = format!(
+        "| reduce | tokens after encoder / prefill | equal tokens | prefill ms (×) | prefill GFLOPs (×) | \
+         KV MiB after prefill (×) | KV MiB final (×) | decode tok/s |\n|---|---|---|---|---|---|---|---|\n"
+    );
+    for run in &report.runs {
+        let s = &run.stats;
+        let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+        out.push_str(&format!(
+            "| {} | {} / {} | {:.1} | {:.0} ({:.2}) | {:.1} ({:.2}) | {:.1} ({:.2}) | {:.1} ({:.2}) | {:.2} |\n",
+            run.reduce,
+            s.after_encoder,
+            s.after_prefill,
+            s.equal_tokens,
+            s.ms_prefill,
+            ratio(s.ms_prefill, base.stats.ms_prefill),
+            s.flops_prefill / 1e9,
+            ratio(s.flops_prefill, base.stats.flops_prefill),
+            mib(s.kv_bytes_after_prefill),
+            ratio(
+                s.kv_bytes_after_prefill as f64,
+                base.stats.kv_bytes_after_prefill as f64
+            ),
+            mib(s.kv_bytes_final),
+            ratio(s.kv_bytes_final as f64, base.stats.kv_bytes_final as f64),
+            run.decode_tokens_per_s,
+        ));
+    }
+    out
+}
+
 fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }

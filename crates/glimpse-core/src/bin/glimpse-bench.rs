@@ -6,7 +6,8 @@
 //!
 //! `--synthetic-7b` writes a random-weight bf16 checkpoint with llava-1.5-7b's layer
 //! shapes (fewer layers) to the work directory first, then measures it. Prints one JSON
-//! object per run on stdout.
+//! object per model on stdout, and on stderr a table of each `--reduce` run against the
+//! first one (give `--reduce none` first to read the columns as ratios to no reduction).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +97,7 @@ fn main() -> ExitCode {
             let mut json = serde_json::to_value(&report).unwrap_or_default();
             json["model"] = serde_json::Value::String(label);
             println!("{json}");
+            eprint!("{}", bench::ratio_table(&report));
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -29,6 +29,7 @@ pub(crate) struct GenerationState<'m, B: Backend> {
     flops_prefill: f64,
     after_prefill: usize,
     kv_bytes_peak: usize,
+    kv_bytes_after_prefill: usize,
     decode_steps: usize,
 }
 
@@ -47,6 +48,7 @@ impl<'m, B: Backend> GenerationState<'m, B> {
             flops_prefill: 0.0,
             after_prefill: 0,
             kv_bytes_peak: 0,
+            kv_bytes_after_prefill: 0,
             decode_steps: 0,
         }
     }
@@ -130,6 +132,7 @@ impl<'m, B: Backend> GenerationState<'m, B> {
             };
             policy.after_prefill(b, &trace, &mut self.cache)?;
         }
+        self.kv_bytes_after_prefill = self.cache.bytes_in_use();
 
         llama.logits_of_last(b, &self.hidden, &mut self.scratch);
         let mut logits = vec![0f32; cfg.vocab_size];
@@ -277,6 +280,7 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         stats.layer_vision_tokens = self.layer_vision_tokens;
         stats.flops_prefill = self.flops_prefill;
         stats.kv_bytes_peak = self.kv_bytes_peak;
+        stats.kv_bytes_after_prefill = self.kv_bytes_after_prefill;
         stats.kv_bytes_final = self.cache.bytes_in_use();
         stats.decode_kv_admitted = self.report.decode_admitted.iter().filter(|a| **a).count();
         stats.decode_kv_rejected = self.report.decode_admitted.len() - stats.decode_kv_admitted;

@@ -23,6 +23,8 @@ pub struct GenerationStats {
     /// Analytic FLOPs of the vision tower (`4nd² + 2n²d + 2ndm` per layer).
     pub flops_vision: f64,
     pub kv_bytes_peak: usize,
+    /// Held once prefill and the cache policy's trim are done: what the prompt occupies.
+    pub kv_bytes_after_prefill: usize,
     pub kv_bytes_final: usize,
     /// Decode tokens whose keys/values entered (or were refused by) the cache.
     pub decode_kv_admitted: usize,
