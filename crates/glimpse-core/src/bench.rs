@@ -146,9 +146,9 @@ pub fn ratio_table(report: &BenchReport) -> String {
         return String::new();
     };
     let ratio = |x: f64, b: f64| if b > 0.0 { x / b } else { 0.0 };
-    let mut out = format!(
+    let mut out = String::from(
         "| reduce | tokens after encoder / prefill | equal tokens | prefill ms (×) | prefill GFLOPs (×) | \
-         KV MiB after prefill (×) | KV MiB final (×) | decode tok/s |\n|---|---|---|---|---|---|---|---|\n"
+         KV MiB after prefill (×) | KV MiB final (×) | decode tok/s |\n|---|---|---|---|---|---|---|---|\n",
     );
     for run in &report.runs {
         let s = &run.stats;
