@@ -19,7 +19,8 @@ unreduced run must give its logits and greedy tokens). Every selection must clea
 of 1e-3 so that an f32 engine reproduces the selected sets exactly; the script fails otherwise.
 Everything is seeded: running it twice gives byte-identical files (same library versions, see
 tools/requirements.txt). Needs only a CPU; `--verify` recomputes everything from the committed
-files and compares instead of writing. Needs test/fixtures/images from tools/make_fixtures.py.
+files and compares instead of writing. Run it after tools/make_fixtures.py, which writes the images
+used here and clears test/fixtures/models and test/fixtures/expected.
 """
 
 import argparse
@@ -34,7 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fixturegen.jsonfmt import dumps, write_json  # noqa: E402
 from fixturegen.reduce_catalogue import CASES, MODEL_NAME  # noqa: E402
-from fixturegen.reduce_fixture import build_model_dir, case_record, check_against_transformers, load_fixture  # noqa: E402
+from fixturegen.reduce_fixture import (  # noqa: E402
+    build_model_dir,
+    case_record,
+    check_against_transformers,
+    load_fixture,
+)
 from fixturegen.reduce_predictor_fixture import predictor_record, reduce_predictors, save_predictor_file  # noqa: E402
 
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "test" / "fixtures"

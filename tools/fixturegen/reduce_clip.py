@@ -116,7 +116,8 @@ def _key_tokens(model: ReferenceModel, x: torch.Tensor, key_rate: float, margins
     """A2: top ceil(key_rate * N') tokens by the last layer's head-mean CLS attention row."""
     cfg = model.vision_config
     prefix = f"model.vision_tower.encoder.layers.{cfg['num_hidden_layers'] - 1}"
-    h = _layer_norm(x, model[f"{prefix}.layer_norm1.weight"], model[f"{prefix}.layer_norm1.bias"], cfg["layer_norm_eps"])
+    norm_weight, norm_bias = model[f"{prefix}.layer_norm1.weight"], model[f"{prefix}.layer_norm1.bias"]
+    h = _layer_norm(x, norm_weight, norm_bias, cfg["layer_norm_eps"])
     heads = cfg["num_attention_heads"]
     q = _heads(_linear(model, f"{prefix}.self_attn.q_proj", h[:1]), heads)
     k = _heads(_linear(model, f"{prefix}.self_attn.k_proj", h), heads)

@@ -113,7 +113,7 @@ def dynamic(step: FilterInput, predictors, keep_rate: float, margins: Margins) -
     with torch.no_grad():
         logits = predictors.image_score_predictor(step.hidden[columns])
     scores = logits[:, 0] - logits[:, 1]
-    count = int(len(columns) * keep_rate)
+    count = margins.truncation("count_rounding", len(columns) * keep_rate)
     margins.topk_boundary("dynamic_topk", scores, count, signed=True)
     return Selection([columns[j] for j in top_indices(scores, count)])
 
@@ -140,7 +140,7 @@ def sparsevlm(step: FilterInput, knobs, raters: list, target: int | None, margin
         rank = _rank(ratings, margins)
         if total == rank:
             return Selection(columns)
-        keep = min(int(rank * knobs["scale"] + knobs["bias"]), total - 1)
+        keep = min(margins.truncation("count_rounding", rank * knobs["scale"] + knobs["bias"]), total - 1)
     elif target >= total:
         return Selection(columns)
     else:

@@ -42,7 +42,8 @@ def build_model_dir(fixtures_dir: Path) -> ReduceFixture:
     config = build_reduce_config(len(tokenizer), processor.image_token_id, tokenizer.pad_token_id)
     controls = control_token_ids(tokenizer)
     model = build_reduce_model(config, MODEL_SEED, controls)
-    problem = _quality_problem(model, REDUCE_FIXTURE, prompt, generate(model, prompt.inputs, tokenizer.eos_token_id), controls)
+    generation = generate(model, prompt.inputs, tokenizer.eos_token_id)
+    problem = _quality_problem(model, REDUCE_FIXTURE, prompt, generation, controls)
     if problem is not None:
         raise RuntimeError(f"{MODEL_NAME}: seed {MODEL_SEED} gives a weak model ({problem})")
     directory = fixtures_dir / "models" / MODEL_NAME

@@ -14,18 +14,16 @@ import torch
 from .reduce_weights import ReferenceModel
 
 
-@dataclass
+@dataclass(eq=False)
 class Row:
-    """What one sequence row stands for. Rows are compared by identity across layers and caches."""
+    """What one sequence row stands for. Rows compare by identity: the same object is followed
+    through every layer's cache, so trimming and eviction can name exactly the rows they remove."""
 
     kind: str  # "text" (prompt), "vision", "generated"
     position: int  # original RoPE position
     image: int = -1
     tokens: tuple = ()  # stage-1 token indices this vision row stands for (several once recycled)
     recycled_at: int = -1  # filter layer that created this row by recycling, -1 for stage-1 rows
-
-    __hash__ = object.__hash__
-    __eq__ = object.__eq__
 
 
 @dataclass

@@ -32,6 +32,12 @@ class Margins:
         if float(gap) != 0.0:
             self.add(kind, gap, scale)
 
+    def truncation(self, kind: str, value: float) -> int:
+        """int(value) for a count computed from a float product; an f32 engine truncates the same
+        way unless the product sits just next to an integer (an exact integer is fine)."""
+        self.add_unless_tied(kind, value - round(value))
+        return int(value)
+
     def topk_boundary(self, kind: str, scores: torch.Tensor, kept: int, signed: bool = False, allow_exact_tie=False):
         """Gap between the last kept and the first dropped score of a top-`kept` selection.
 

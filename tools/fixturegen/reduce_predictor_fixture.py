@@ -35,7 +35,9 @@ def save_predictor_file(predictors: Predictors, model_dir: Path) -> Path:
 
 def _input_rows(rows: int, generator: torch.Generator) -> torch.Tensor:
     # Unit-scale rows with a shared offset, like residual-stream rows of one sequence.
-    values = 1.5 * torch.randn(rows, HIDDEN_SIZE, generator=generator) + 0.5 * torch.randn(HIDDEN_SIZE, generator=generator)
+    spread = torch.randn(rows, HIDDEN_SIZE, generator=generator)
+    offset = torch.randn(HIDDEN_SIZE, generator=generator)
+    values = 1.5 * spread + 0.5 * offset
     return torch.round(values / INPUT_STEP) * INPUT_STEP
 
 

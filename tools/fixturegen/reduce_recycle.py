@@ -40,7 +40,8 @@ def recycle(deleted: list[int], scores: torch.Tensor, hidden: torch.Tensor, rows
     for center, members in clusters:
         member_rows = [rows[pool[m]] for m in members]
         tokens = tuple(sorted(t for row in member_rows for t in row.tokens))
-        row = Row("vision", rows[pool[center]].position, image=rows[pool[center]].image, tokens=tokens, recycled_at=layer)
+        center_row = rows[pool[center]]
+        row = Row("vision", center_row.position, image=center_row.image, tokens=tokens, recycled_at=layer)
         recycled.append((row, hidden[[pool[m] for m in members]].mean(0)))
     return recycled
 

@@ -39,7 +39,7 @@ class ReferencePrompt:
 def run_reduction(model: ReferenceModel, spec_text: str, prompt: ReferencePrompt, new_tokens: int) -> dict:
     spec = parse_spec(spec_text)
     margins = Margins()
-    run = _Prefill(model, spec, prompt, margins)
+    run = _Run(model, spec, prompt, margins)
     run.encode()
     run.prefill()
     result = run.record()
@@ -65,7 +65,9 @@ def run_reduction(model: ReferenceModel, spec_text: str, prompt: ReferencePrompt
     return result
 
 
-class _Prefill:
+class _Run:
+    """One reduction run: stage 1 per image, the prefill with its filters, then the stage-3 setup."""
+
     def __init__(self, model: ReferenceModel, spec: ReduceSpec, prompt: ReferencePrompt, margins: Margins):
         self.model, self.spec, self.prompt, self.margins = model, spec, prompt, margins
         self.layers = model.text_config["num_hidden_layers"]
@@ -161,7 +163,7 @@ class _Prefill:
         if spec.method == "fastv":
             keep = spec.get("keep")
             if keep is None:
-                keep = int(len(step.columns) * (1 - spec["r"]))
+                keep = self.margins.truncation("count_rounding", len(step.columns) * (1 - spec["r"]))
             return filters.fastv(step, keep, margins)
         if spec.method == "sparsevlm":
             return filters.sparsevlm(step, spec.knobs, self.raters[step.image], target, margins)
@@ -172,8 +174,8 @@ class _Prefill:
 
     def _target(self, step: filters.FilterInput) -> int:
         if step.image not in self.targets:
-            start = len(step.columns)
-            self.targets[step.image] = filters.budget_targets(self.spec["keep"], start, len(self.filter_layers), self.margins)
+            start, count = len(step.columns), len(self.filter_layers)
+            self.targets[step.image] = filters.budget_targets(self.spec["keep"], start, count, self.margins)
         return self.targets[step.image][step.ordinal - 1]
 
     def stage3_trim(self) -> bool:
