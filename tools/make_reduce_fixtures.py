@@ -66,6 +66,11 @@ def main() -> None:
         records[f"reduce-{name}.json"] = record
         print(f"  {spec:<55} greedy {record['greedy_ids']}  min margin {record['margins']['min']:.2e}")
 
+    stale = [path for path in (FIXTURES_DIR / "expected").glob("reduce-*.json") if path.name not in records]
+    if stale and args.verify:
+        raise SystemExit(f"no case writes {', '.join(path.name for path in stale)}")
+    for path in stale:
+        path.unlink()
     for file_name, record in records.items():
         path = FIXTURES_DIR / "expected" / file_name
         if args.verify:

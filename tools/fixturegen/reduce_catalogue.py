@@ -55,11 +55,14 @@ CASES = {
     "none": "none",
     "mustdrop-budget": "mustdrop:keep=24,tau=0.58",
     "mustdrop-threshold": "mustdrop:g=0.004,i=0.03,tau=0.58",
+    "mustdrop-reference-order": "mustdrop:keep=24,tau=0.58,order=reference",
     "mustdrop-reference-compact": "mustdrop:keep=24,tau=0.58,order=reference,positions=compact",
     "mustdrop-evict": "mustdrop:keep=32,tau=0.58,evict=0.3,warmup=2",
     "fastv": "fastv:k=2,keep=36",
+    "fastv-rate": "fastv:k=4,r=0.5",
     "sparsevlm-budget": "sparsevlm:keep=24",
     "sparsevlm-reference": "sparsevlm:scale=8,bias=0",
     "sparsevlm-compact-no-recycle": "sparsevlm:keep=24,recycle=off,positions=compact",
     "dynamic": "dynamic",  # keep_rate 0.2 and the sparse layer come from sparse_config
+    "dynamic-no-text-compact": "dynamic:text=off,positions=compact",
 }
