@@ -116,6 +116,9 @@ impl<B: Backend> ImagePredictor<B> {
                 cfg.num_layers, cfg.num_layers
             )));
         }
+        // Loaded in module order, so a size mismatch is reported at its first tensor.
+        let input_norm = LayerNorm::load(&l.at("down_mlp"), "0", input_dim)?;
+        let down = Linear::load(&l.at("down_mlp"), "1", input_dim, dm, true)?;
         let blocks = (0..cfg.num_layers)
             .map(|i| Block::load(&l.at(&format!("transformer.{i}")), cfg))
             .collect::<Result<Vec<_>>>()?;
@@ -124,8 +127,8 @@ impl<B: Backend> ImagePredictor<B> {
             input_dim,
             d_model: dm,
             nhead: cfg.nhead,
-            input_norm: LayerNorm::load(&l.at("down_mlp"), "0", input_dim)?,
-            down: Linear::load(&l.at("down_mlp"), "1", input_dim, dm, true)?,
+            input_norm,
+            down,
             blocks,
             head: vec![
                 Linear::load(&out, "0", dm, dm / 2, true)?,
@@ -315,4 +318,152 @@ fn mlp<B: Backend>(b: &B, layers: &[Linear<B>], x: &B::Tensor) -> B::Tensor {
 /// `logit0 − logit1` for each row of a [n, 2] logit matrix.
 fn margins<B: Backend>(b: &B, logits: &B::Tensor) -> Vec<f32> {
     b.download(logits).chunks_exact(2).map(|pair| pair[0] - pair[1]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::error::ErrorKind;
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures")
+    }
+
+    /// The golden file written by tools/fixturegen/predictors.py with torch.
+    fn golden() -> Value {
+        let path = fixtures().join("expected/predictors.json");
+        let text = std::fs::read_to_string(&path).expect("predictors.json");
+        serde_json::from_str(&text).expect("valid JSON")
+    }
+
+    fn matrix(value: &Value) -> (Vec<f32>, usize, usize) {
+        let rows = value.as_array().expect("rows");
+        let cols = rows[0].as_array().expect("row").len();
+        let data = rows
+            .iter()
+            .flat_map(|r| r.as_array().expect("row").iter().map(|v| v.as_f64().expect("number") as f32))
+            .collect();
+        (data, rows.len(), cols)
+    }
+
+    /// A config with the fixture's language-model width and the given sparse_config JSON.
+    fn config(sparse: &Value) -> LlavaConfig {
+        let json = format!(
+            r#"{{"model_type": "llava", "text_config": {{"hidden_size": 64, "num_attention_heads": 4}}, "sparse_config": {sparse}}}"#
+        );
+        LlavaConfig::from_json(&json, Path::new("config.json"), None).expect("config")
+    }
+
+    /// A checkpoint without predictor tensors, beside which the side file is looked for.
+    fn base_weights() -> Weights {
+        Weights::open(&fixtures().join("models/tiny-llava-mha")).expect("fixture weights")
+    }
+
+    fn load(model_dir: &Path, sparse: &Value) -> Result<Option<DynamicPredictors<CpuBackend>>> {
+        let b = CpuBackend::new(Some(1)).expect("backend");
+        DynamicPredictors::load(&b, &base_weights(), model_dir, &config(sparse))
+    }
+
+    #[test]
+    fn margins_match_the_torch_predictors() {
+        let golden = golden();
+        let b = CpuBackend::new(Some(1)).expect("backend");
+        let model_dir = fixtures().join("models/tiny-llava-reduce");
+        let predictors = DynamicPredictors::load(&b, &base_weights(), &model_dir, &config(&golden["sparse_config"]))
+            .expect("load")
+            .expect("the side file holds predictors");
+
+        let (rows, n, width) = matrix(&golden["image"]["rows"]);
+        let mut x = b.new_tensor();
+        b.upload(&rows, n, width, &mut x);
+        let got = predictors.image.keep_margin(&b, &x).expect("image margins");
+        let (logits, _, _) = matrix(&golden["image"]["logits"]);
+        let want: Vec<f32> = logits.chunks_exact(2).map(|l| l[0] - l[1]).collect();
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-5, "image row {i}: margin {g}, torch {w}");
+        }
+        // The keep order the reduction takes from these margins.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &c| got[c].total_cmp(&got[a]).then(a.cmp(&c)));
+        let ranking: Vec<usize> = golden["image"]["ranking"]
+            .as_array()
+            .expect("ranking")
+            .iter()
+            .map(|v| v.as_u64().expect("index") as usize)
+            .collect();
+        assert_eq!(order, ranking);
+
+        let text = predictors.text.as_ref().expect("text predictor");
+        let (rows, n, width) = matrix(&golden["text"]["rows"]);
+        let (logits, _, _) = matrix(&golden["text"]["logits"]);
+        let admit = golden["text"]["admit"].as_array().expect("admit");
+        for i in 0..n {
+            let mut x = b.new_tensor();
+            b.upload(&rows[i * width..(i + 1) * width], 1, width, &mut x);
+            let got = text.keep_margin(&b, &x).expect("text margin");
+            let want = logits[2 * i] - logits[2 * i + 1];
+            assert!((got - want).abs() <= 1e-5, "text row {i}: margin {got}, torch {want}");
+            assert_eq!(got > 0.0, admit[i].as_bool().expect("bool"), "text row {i}");
+        }
+    }
+
+    #[test]
+    fn no_predictor_tensors_anywhere_is_none() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let loaded = load(dir.path(), &golden()["sparse_config"]).expect("load");
+        assert!(loaded.is_none());
+    }
+
+    #[test]
+    fn sizes_that_disagree_with_the_tensors_name_the_tensor_and_both_shapes() {
+        let mut sparse = golden()["sparse_config"].clone();
+        sparse["d_model"] = Value::from(64);
+        let err = load(&fixtures().join("models/tiny-llava-reduce"), &sparse)
+            .err()
+            .expect("shape mismatch");
+        assert_eq!(err.kind, ErrorKind::Model);
+        assert_eq!(
+            err.message,
+            "tensor 'model.image_score_predictor.down_mlp.1.weight' has shape [32,64], expected [64,64]"
+        );
+
+        let mut sparse = golden()["sparse_config"].clone();
+        sparse["num_layers"] = Value::from(1);
+        let err = load(&fixtures().join("models/tiny-llava-reduce"), &sparse)
+            .err()
+            .expect("extra block");
+        assert_eq!(
+            err.message,
+            "the image predictor has a block 'model.image_score_predictor.transformer.1' beyond sparse_config.num_layers 1"
+        );
+    }
+
+    #[test]
+    fn predictors_in_the_checkpoint_and_in_the_side_file_are_refused() {
+        let b = CpuBackend::new(Some(1)).expect("backend");
+        let side = fixtures().join("models/tiny-llava-reduce");
+        // The side file standing in for a checkpoint that has the predictors itself.
+        let checkpoint = Weights::open_file(&side.join(PREDICTORS_FILE)).expect("side file");
+        let sparse = golden()["sparse_config"].clone();
+        let err = DynamicPredictors::load(&b, &checkpoint, &side, &config(&sparse))
+            .err()
+            .expect("two copies");
+        assert_eq!(
+            err.message,
+            format!(
+                "predictor tensors are both in the checkpoint and in {}; keep only one copy",
+                side.join(PREDICTORS_FILE).display()
+            )
+        );
+        // The same tensors from the checkpoint alone load.
+        let empty = tempfile::tempdir().expect("temp dir");
+        let loaded = DynamicPredictors::load(&b, &checkpoint, empty.path(), &config(&sparse)).expect("load");
+        assert!(loaded.is_some_and(|p| p.text.is_some()));
+    }
 }
