@@ -25,7 +25,7 @@ fn model_copy() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn load_error(dir: &Path) -> glimpse_core::Error {
-    match Engine::load(dir, LoadOptions { threads: Some(1) }) {
+    match Engine::load(dir, LoadOptions { threads: Some(1), ..Default::default() }) {
         Ok(_) => panic!("{} loaded although it is broken", dir.display()),
         Err(e) => e,
     }
@@ -159,7 +159,7 @@ fn generate_error(engine: &Engine, request: &GenerateRequest) -> glimpse_core::E
 fn images_and_image_slots_must_match() {
     let engine = Engine::load(
         &fixtures_dir().join("models").join(MODEL),
-        LoadOptions { threads: Some(1) },
+        LoadOptions { threads: Some(1), ..Default::default() },
     )
     .unwrap();
     let one_slot = user(vec![ContentPart::Image, text("what is this?")]);
@@ -188,7 +188,7 @@ fn prompt_longer_than_the_context_is_an_input_error() {
     edit_json(&dir.join("config.json"), |c| {
         c["text_config"]["max_position_embeddings"] = 64.into()
     });
-    let engine = Engine::load(&dir, LoadOptions { threads: Some(1) }).unwrap();
+    let engine = Engine::load(&dir, LoadOptions { threads: Some(1), ..Default::default() }).unwrap();
     let e = generate_error(&engine, &request(user(vec![ContentPart::Image, text("hi")]), 1));
     assert_one_line(&e, ErrorKind::Input, "context window");
 }
@@ -197,7 +197,7 @@ fn prompt_longer_than_the_context_is_an_input_error() {
 fn corrupt_pixel_buffer_is_an_input_error() {
     let engine = Engine::load(
         &fixtures_dir().join("models").join(MODEL),
-        LoadOptions { threads: Some(1) },
+        LoadOptions { threads: Some(1), ..Default::default() },
     )
     .unwrap();
     let mut req = request(user(vec![ContentPart::Image, text("hi")]), 1);

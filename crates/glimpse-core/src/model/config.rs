@@ -1467,4 +1467,245 @@ mod tests {
         let err = parse_err(r#"{"model_type": "llava", "eos_token_id": -1}"#);
         assert_eq!(err.message, "m/config.json: eos_token_id must hold token ids, found -1");
     }
+
+    /// config.json of liuhaotian/llava-v1.5-7b (the original release's format).
+    const ORIGINAL_15_7B: &str = r#"{
+  "_name_or_path": "./checkpoints/vicuna-7b-v1-5",
+  "architectures": ["LlavaLlamaForCausalLM"],
+  "bos_token_id": 1,
+  "eos_token_id": 2,
+  "freeze_mm_mlp_adapter": false,
+  "hidden_act": "silu",
+  "hidden_size": 4096,
+  "image_aspect_ratio": "pad",
+  "initializer_range": 0.02,
+  "intermediate_size": 11008,
+  "max_length": 4096,
+  "max_position_embeddings": 4096,
+  "mm_hidden_size": 1024,
+  "mm_projector_type": "mlp2x_gelu",
+  "mm_use_im_patch_token": false,
+  "mm_use_im_start_end": false,
+  "mm_vision_select_feature": "patch",
+  "mm_vision_select_layer": -2,
+  "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+  "model_type": "llava_llama",
+  "num_attention_heads": 32,
+  "num_hidden_layers": 32,
+  "num_key_value_heads": 32,
+  "pad_token_id": 0,
+  "pretraining_tp": 1,
+  "rms_norm_eps": 1e-05,
+  "rope_scaling": null,
+  "tie_word_embeddings": false,
+  "torch_dtype": "float16",
+  "transformers_version": "4.31.0",
+  "use_cache": true,
+  "use_mm_proj": true,
+  "vocab_size": 32000
+}"#;
+
+    /// `original` with `field` set to `value` (raw JSON).
+    fn original_with(field: &str, value: &str) -> String {
+        let mut json: Value = serde_json::from_str(ORIGINAL_15_7B).expect("json");
+        json[field] = serde_json::from_str(value).expect("value");
+        json.to_string()
+    }
+
+    fn with_tower(json: &str, tower: &str) -> Result<LlavaConfig> {
+        LlavaConfig::from_json_with_tower(
+            json,
+            Path::new("m/config.json"),
+            None,
+            Some((tower, Path::new("clip/config.json"))),
+        )
+    }
+
+    // The original format is read as LLaVA's own code reads it (llava/model/llava_arch.py,
+    // multimodal_encoder/clip_encoder.py): LlamaConfig fields plus the mm_* settings.
+
+    #[test]
+    fn original_llava_15_7b_resolves_to_the_same_model_as_llava_hf() {
+        let config = parse(ORIGINAL_15_7B).expect("config");
+        let hf = parse(LLAVA_15_7B).expect("config");
+        assert_eq!(config.vision, hf.vision);
+        // Same language model; the vocabulary has no <image> row, since the image slot is
+        // spliced in rather than tokenized.
+        assert_eq!(
+            config.text,
+            TextConfig {
+                vocab_size: 32000,
+                ..hf.text.clone()
+            }
+        );
+        assert_eq!(config.image_token_index, SPLICED_IMAGE_TOKEN);
+        assert_eq!(config.vision_feature_layer, -2);
+        assert_eq!(config.vision_feature_select_strategy, FeatureSelect::Patches);
+        assert_eq!(config.projector_hidden_act, Activation::Gelu);
+        assert!(config.multimodal_projector_bias);
+        assert_eq!(config.eos_token_ids, vec![2]);
+        assert_eq!(config.image_seq_len(), 576);
+        assert_eq!(
+            config.format,
+            CheckpointFormat::Original(OriginalLayout {
+                vision_tower: Some("openai/clip-vit-large-patch14-336".into()),
+                pad_to_square: true,
+            })
+        );
+        assert_eq!(config.sparse, None);
+        assert_eq!(hf.format, CheckpointFormat::LlavaHf);
+    }
+
+    #[test]
+    fn original_select_feature_layer_aspect_and_local_tower_paths() {
+        let config = parse(&original_with("mm_vision_select_feature", "\"cls_patch\"")).expect("config");
+        assert_eq!(config.vision_feature_select_strategy, FeatureSelect::Full);
+        assert_eq!(config.image_seq_len(), 577);
+        let config = parse(&original_with("mm_vision_select_layer", "-1")).expect("config");
+        assert_eq!(config.vision_feature_layer, -1);
+        let config = parse(&original_with("image_aspect_ratio", "\"square\"")).expect("config");
+        assert!(matches!(config.format, CheckpointFormat::Original(OriginalLayout { pad_to_square: false, .. })));
+        // A local copy of a known tower is recognised by its directory name.
+        let config = parse(&original_with("mm_vision_tower", "\"/data/openai/clip-vit-large-patch14/\""))
+            .expect("config");
+        assert_eq!(config.vision.image_size, 224);
+        assert_eq!(config.image_seq_len(), 256);
+    }
+
+    #[test]
+    fn original_problems_are_one_line_each() {
+        let cases = [
+            (
+                original_with("mm_projector_type", "\"linear\""),
+                "m/config.json: unsupported mm_projector_type 'linear' (glimpse supports 'mlp2x_gelu')",
+            ),
+            (
+                original_with("mm_use_im_start_end", "true"),
+                "m/config.json: mm_use_im_start_end is true; glimpse supports LLaVA checkpoints without image start/end tokens",
+            ),
+            (
+                original_with("image_aspect_ratio", "\"anyres\""),
+                "m/config.json: image_aspect_ratio 'anyres' with mm_patch_merge_type 'flat' (any-resolution tiling) is not supported",
+            ),
+            (
+                original_with("mm_vision_select_feature", "\"cls\""),
+                "m/config.json: unsupported mm_vision_select_feature 'cls' (expected 'patch' or 'cls_patch')",
+            ),
+            (
+                original_with("mm_vision_select_layer", "-26"),
+                "m/config.json: mm_vision_select_layer -26 is out of range for a vision tower with 24 layers",
+            ),
+            (
+                original_with("mm_hidden_size", "768"),
+                "m/config.json: mm_hidden_size 768 does not match the vision tower's hidden_size 1024",
+            ),
+            (
+                original_with("mm_vision_tower", "\"google/siglip-so400m-patch14-384\""),
+                "m/config.json: the vision tower 'google/siglip-so400m-patch14-384' is not built into glimpse; pass --vision-tower DIR with a local copy of it",
+            ),
+            (
+                original_with("mm_vision_tower", "null"),
+                "m/config.json: the vision tower (no mm_vision_tower) is not built into glimpse; pass --vision-tower DIR with a local copy of it",
+            ),
+        ];
+        for (json, message) in cases {
+            let err = parse_err(&json);
+            assert_eq!(err.kind, ErrorKind::Model);
+            assert_eq!(err.message, message);
+        }
+    }
+
+    #[test]
+    fn a_separate_clip_config_gives_the_tower() {
+        // openai/clip-vit-large-patch14-336 ships a CLIPConfig; only its vision part matters.
+        let clip = r#"{"model_type": "clip", "projection_dim": 768,
+            "text_config": {"hidden_size": 768},
+            "vision_config": {"hidden_size": 1024, "image_size": 336, "intermediate_size": 4096,
+                              "model_type": "clip_vision_model", "num_attention_heads": 16,
+                              "num_hidden_layers": 24, "patch_size": 14}}"#;
+        let config = with_tower(ORIGINAL_15_7B, clip).expect("config");
+        assert_eq!(config.vision, LLAVA_DEFAULT_VISION);
+
+        // A bare CLIPVisionConfig, for a tower the built-in table does not know.
+        let tiny = r#"{"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 3, "num_attention_heads": 2, "image_size": 48, "patch_size": 4}"#;
+        let json = original_with("mm_vision_tower", "\"someone/tiny-clip\"");
+        let err = with_tower(&json, tiny).expect_err("mm_hidden_size 1024 vs 32");
+        assert!(err.message.contains("mm_hidden_size 1024 does not match the vision tower's hidden_size 32"));
+        let mut json: Value = serde_json::from_str(&json).expect("json");
+        json["mm_hidden_size"] = Value::from(32);
+        let config = with_tower(&json.to_string(), tiny).expect("config");
+        assert_eq!(
+            config.vision,
+            VisionConfig {
+                hidden_size: 32,
+                intermediate_size: 64,
+                num_hidden_layers: 3,
+                num_attention_heads: 2,
+                image_size: 48,
+                patch_size: 4,
+                ..CLIP_VISION_DEFAULTS
+            }
+        );
+        assert_eq!(config.image_seq_len(), 144);
+
+        let err = with_tower(ORIGINAL_15_7B, r#"{"model_type": "siglip"}"#).expect_err("not CLIP");
+        assert_eq!(
+            err.message,
+            "clip/config.json: expected a CLIP config (model_type 'clip' or 'clip_vision_model'), found model_type 'siglip'"
+        );
+        let err = with_tower(LLAVA_15_7B, clip).expect_err("llava-hf has its own tower");
+        assert_eq!(err.kind, ErrorKind::Usage);
+        assert_eq!(
+            err.message,
+            "--vision-tower clip is only for original-layout LLaVA checkpoints (model_type 'llava_llama'); m/config.json describes a llava-hf checkpoint, which carries its own vision tower"
+        );
+    }
+
+    #[test]
+    fn sparse_config_fills_defaults_and_ignores_unknown_keys() {
+        // Dynamic-LLaVA-13B's sparse_config carries training-only and unknown keys.
+        let json = original_with(
+            "sparse_config",
+            r#"{"d_model": 512, "dim_feedforward": 2048, "instruct_keep_rate": 0.7, "maskclip": null,
+                "mask_loss_weight": 100.0, "nhead": 8, "vision_keep_rate": 0.5, "sparse_layer": 2,
+                "use_output_text_predictor": false}"#,
+        );
+        let config = parse(&json).expect("config");
+        assert_eq!(
+            config.sparse,
+            Some(SparseConfig {
+                vision_keep_rate: 0.5,
+                use_output_text_predictor: false,
+                ..SparseConfig::default()
+            })
+        );
+        let config = parse(r#"{"model_type": "llava", "sparse_config": {}}"#).expect("config");
+        assert_eq!(config.sparse, Some(SparseConfig::default()));
+        assert_eq!(
+            SparseConfig::default(),
+            SparseConfig {
+                sparse_layer: 2,
+                vision_keep_rate: 0.2,
+                d_model: 512,
+                nhead: 8,
+                dim_feedforward: 2048,
+                num_layers: 2,
+                use_output_text_predictor: true,
+            }
+        );
+
+        let err = parse_err(r#"{"model_type": "llava", "sparse_config": {"vision_keep_rate": 0}}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: sparse_config.vision_keep_rate 0 must be in (0, 1]"
+        );
+        let err = parse_err(r#"{"model_type": "llava", "sparse_config": {"d_model": 36, "nhead": 8}}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: sparse_config.d_model 36 must be divisible by nhead 8 and by 4"
+        );
+        let err = parse_err(r#"{"model_type": "llava", "sparse_config": {"nhead": 0}}"#);
+        assert_eq!(err.message, "m/config.json: sparse_config.nhead must be positive, found 0");
+    }
 }

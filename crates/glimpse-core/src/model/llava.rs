@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 
 /// Checkpoint prefixes (llava-hf on-disk names; `Weights` resolves the other layouts).
 const VISION_PREFIX: &str = "vision_tower.vision_model";
+/// The tower's prefix in a separate CLIP checkpoint (CLIPModel or CLIPVisionModel).
+const CLIP_VISION_PREFIX: &str = "vision_model";
 const PROJECTOR_PREFIX: &str = "multi_modal_projector";
 const DECODER_PREFIX: &str = "language_model.model";
 const LM_HEAD_PREFIX: &str = "language_model.lm_head";
@@ -25,7 +27,22 @@ pub struct Llava<B: Backend> {
 
 impl<B: Backend> Llava<B> {
     pub fn load(b: &B, weights: &Weights, config: LlavaConfig) -> Result<Self> {
-        let vision = ClipVision::load(&Loader::new(weights, b, VISION_PREFIX), &config)?;
+        Self::load_with_vision_tower(b, weights, None, config)
+    }
+
+    /// Like [`Llava::load`]; `vision_tower` is a separate CLIP checkpoint that holds the
+    /// tower, for original-layout checkpoints released without it.
+    pub fn load_with_vision_tower(
+        b: &B,
+        weights: &Weights,
+        vision_tower: Option<&Weights>,
+        config: LlavaConfig,
+    ) -> Result<Self> {
+        let vision_loader = match vision_tower {
+            Some(tower) => Loader::new(tower, b, CLIP_VISION_PREFIX),
+            None => Loader::new(weights, b, VISION_PREFIX),
+        };
+        let vision = ClipVision::load(&vision_loader, &config)?;
         let projector = Projector::load(&Loader::new(weights, b, PROJECTOR_PREFIX), &config)?;
         let language = Llama::load(
             &Loader::new(weights, b, DECODER_PREFIX),
@@ -38,6 +55,11 @@ impl<B: Backend> Llava<B> {
             projector,
             language,
         })
+    }
+
+    /// Whether a checkpoint carries the vision tower itself (in any layout `Weights` reads).
+    pub fn has_vision_tower(weights: &Weights) -> bool {
+        weights.contains(&format!("{VISION_PREFIX}.embeddings.class_embedding"))
     }
 
     /// One image's pixel values → its language-model embeddings `out` [tokens, H].
