@@ -13,8 +13,8 @@ use crate::generate::session::{self, DecodeState, PreparedPrompt};
 use crate::generate::{GenerationStats, SamplingParams};
 use crate::model::config::{CheckpointFormat, LlavaConfig};
 use crate::model::llava::Llava;
-use crate::model::preprocess::{ImageProcessorConfig, SquarePad};
 pub use crate::model::preprocess::RgbImage;
+use crate::model::preprocess::{ImageProcessorConfig, SquarePad};
 use crate::model::weights::Weights;
 use crate::text::{ChatTemplate, TextTokenizer};
 pub use crate::text::{ContentPart, Message};
@@ -189,8 +189,9 @@ impl Engine {
         }
     }
 
-    /// Token ids of the rendered conversation, image slots expanded to one id per image
-    /// token. Fails when image parts, `<image>` slots and images do not line up.
+    /// Token ids of the rendered conversation, image slots expanded to one id
+    /// (`config.image_token_index`) per image token. Fails when image parts, `<image>`
+    /// slots and images do not line up.
     pub fn prompt_ids(&self, messages: &[Message], n_images: usize) -> Result<Vec<u32>> {
         let image_parts = messages
             .iter()

@@ -939,7 +939,11 @@ fn feature_layer(value: &Value, field: &str, num_layers: usize, file: &str) -> R
                 "{file}: {field} {value} is a list of layers; glimpse supports a single layer for now"
             )))
         }
-        other => return Err(Error::model(format!("{file}: {field} must be an integer, found {other}"))),
+        other => {
+            return Err(Error::model(format!(
+                "{file}: {field} must be an integer, found {other}"
+            )))
+        }
     };
     // HF indexes hidden_states, which has num_layers + 1 entries (embeddings first).
     let count = num_layers as i64 + 1;
@@ -1564,10 +1568,19 @@ mod tests {
         let config = parse(&original_with("mm_vision_select_layer", "-1")).expect("config");
         assert_eq!(config.vision_feature_layer, -1);
         let config = parse(&original_with("image_aspect_ratio", "\"square\"")).expect("config");
-        assert!(matches!(config.format, CheckpointFormat::Original(OriginalLayout { pad_to_square: false, .. })));
+        assert!(matches!(
+            config.format,
+            CheckpointFormat::Original(OriginalLayout {
+                pad_to_square: false,
+                ..
+            })
+        ));
         // A local copy of a known tower is recognised by its directory name.
-        let config = parse(&original_with("mm_vision_tower", "\"/data/openai/clip-vit-large-patch14/\""))
-            .expect("config");
+        let config = parse(&original_with(
+            "mm_vision_tower",
+            "\"/data/openai/clip-vit-large-patch14/\"",
+        ))
+        .expect("config");
         assert_eq!(config.vision.image_size, 224);
         assert_eq!(config.image_seq_len(), 256);
     }
@@ -1631,7 +1644,9 @@ mod tests {
             "num_hidden_layers": 3, "num_attention_heads": 2, "image_size": 48, "patch_size": 4}"#;
         let json = original_with("mm_vision_tower", "\"someone/tiny-clip\"");
         let err = with_tower(&json, tiny).expect_err("mm_hidden_size 1024 vs 32");
-        assert!(err.message.contains("mm_hidden_size 1024 does not match the vision tower's hidden_size 32"));
+        assert!(err
+            .message
+            .contains("mm_hidden_size 1024 does not match the vision tower's hidden_size 32"));
         let mut json: Value = serde_json::from_str(&json).expect("json");
         json["mm_hidden_size"] = Value::from(32);
         let config = with_tower(&json.to_string(), tiny).expect("config");
@@ -1706,6 +1721,9 @@ mod tests {
             "m/config.json: sparse_config.d_model 36 must be divisible by nhead 8 and by 4"
         );
         let err = parse_err(r#"{"model_type": "llava", "sparse_config": {"nhead": 0}}"#);
-        assert_eq!(err.message, "m/config.json: sparse_config.nhead must be positive, found 0");
+        assert_eq!(
+            err.message,
+            "m/config.json: sparse_config.nhead must be positive, found 0"
+        );
     }
 }

@@ -317,7 +317,10 @@ fn mlp<B: Backend>(b: &B, layers: &[Linear<B>], x: &B::Tensor) -> B::Tensor {
 
 /// `logit0 − logit1` for each row of a [n, 2] logit matrix.
 fn margins<B: Backend>(b: &B, logits: &B::Tensor) -> Vec<f32> {
-    b.download(logits).chunks_exact(2).map(|pair| pair[0] - pair[1]).collect()
+    b.download(logits)
+        .chunks_exact(2)
+        .map(|pair| pair[0] - pair[1])
+        .collect()
 }
 
 #[cfg(test)]
@@ -346,7 +349,12 @@ mod tests {
         let cols = rows[0].as_array().expect("row").len();
         let data = rows
             .iter()
-            .flat_map(|r| r.as_array().expect("row").iter().map(|v| v.as_f64().expect("number") as f32))
+            .flat_map(|r| {
+                r.as_array()
+                    .expect("row")
+                    .iter()
+                    .map(|v| v.as_f64().expect("number") as f32)
+            })
             .collect();
         (data, rows.len(), cols)
     }

@@ -549,13 +549,8 @@ mod tests {
             message("system", vec![text("Be brief.")]),
             message("user", vec![text("Hi")]),
         ];
-        assert_eq!(
-            vicuna.render(&with_system, false).unwrap(),
-            "Be brief. USER: Hi "
-        );
-        let err = vicuna
-            .render(&[message("tool", vec![text("x")])], true)
-            .unwrap_err();
+        assert_eq!(vicuna.render(&with_system, false).unwrap(), "Be brief. USER: Hi ");
+        let err = vicuna.render(&[message("tool", vec![text("x")])], true).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Usage);
         assert_eq!(
             err.message,
