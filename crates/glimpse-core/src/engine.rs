@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::generate::session::{self, DecodeState, PreparedPrompt};
 use crate::generate::{GenerationStats, SamplingParams};
 use crate::model::config::{CheckpointFormat, LlavaConfig};
-use crate::model::llava::Llava;
+use crate::model::llava::{self, Llava};
 pub use crate::model::preprocess::RgbImage;
 use crate::model::preprocess::{ImageProcessorConfig, SquarePad};
 use crate::model::weights::Weights;
@@ -324,7 +324,7 @@ fn vision_tower_weights(
     let CheckpointFormat::Original(layout) = &config.format else {
         return Ok(None);
     };
-    if Llava::<CpuBackend>::has_vision_tower(weights) {
+    if llava::has_vision_tower(weights) {
         return Ok(None);
     }
     match tower_dir {

@@ -18,6 +18,11 @@ const PROJECTOR_PREFIX: &str = "multi_modal_projector";
 const DECODER_PREFIX: &str = "language_model.model";
 const LM_HEAD_PREFIX: &str = "language_model.lm_head";
 
+/// Whether a checkpoint carries the vision tower itself (in any layout `Weights` reads).
+pub fn has_vision_tower(weights: &Weights) -> bool {
+    weights.contains(&format!("{VISION_PREFIX}.embeddings.class_embedding"))
+}
+
 pub struct Llava<B: Backend> {
     pub config: LlavaConfig,
     pub vision: ClipVision<B>,
@@ -55,11 +60,6 @@ impl<B: Backend> Llava<B> {
             projector,
             language,
         })
-    }
-
-    /// Whether a checkpoint carries the vision tower itself (in any layout `Weights` reads).
-    pub fn has_vision_tower(weights: &Weights) -> bool {
-        weights.contains(&format!("{VISION_PREFIX}.embeddings.class_embedding"))
     }
 
     /// One image's pixel values → its language-model embeddings `out` [tokens, H].

@@ -56,7 +56,7 @@ impl<'a, B: Backend> Loader<'a, B> {
     pub(crate) fn get_row_blocks(&self, leaf: &str, shape: &[usize], parts: usize) -> Result<Vec<B::Weight>> {
         let view = self.weights.get_shaped(&self.name(leaf), shape)?;
         let rows = shape.first().copied().unwrap_or(0);
-        if parts == 0 || !rows.is_multiple_of(parts) {
+        if rows == 0 || parts == 0 || !rows.is_multiple_of(parts) {
             return Err(Error::internal(format!(
                 "tensor '{}' with {rows} rows cannot be split into {parts} blocks",
                 view.name
