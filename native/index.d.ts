@@ -58,6 +58,11 @@ export declare function loadModel(dir: string, options?: LoadModelOptions | unde
 export interface LoadModelOptions {
   /** Worker threads for the CPU backend; all cores when left out. */
   threads?: number
+  /**
+   * A CLIP model directory holding the vision tower of an original-layout LLaVA
+   * checkpoint released without it.
+   */
+  visionTower?: string
 }
 
 /** A chat message; a plain string content is shorthand for one text part. */

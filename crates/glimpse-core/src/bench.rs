@@ -16,6 +16,7 @@ use crate::generate::state::{initial_sequence, GenerationState};
 use crate::generate::{GenerationStats, Sampler, SamplingParams};
 use crate::model::config::LlavaConfig;
 use crate::model::llava::Llava;
+use crate::model::predictor::DynamicPredictors;
 use crate::model::weights::Weights;
 use crate::reduce::ReduceSpec;
 
@@ -56,7 +57,9 @@ pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchReport> {
     let started = Instant::now();
     let model = {
         let weights = Weights::open(dir)?;
-        Llava::load(&backend, &weights, config)?
+        let mut model = Llava::load(&backend, &weights, config)?;
+        model.predictors = DynamicPredictors::load(&backend, &weights, dir, &model.config)?;
+        model
     };
     let ms_load = ms_since(started);
     let runs = options

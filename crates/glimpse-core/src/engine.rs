@@ -12,10 +12,11 @@ use crate::error::{Error, Result};
 use crate::generate::session::{self, PreparedPrompt};
 use crate::generate::state::{initial_sequence, GenerationState};
 use crate::generate::{GenerationStats, SamplingParams};
-use crate::model::config::LlavaConfig;
-use crate::model::llava::Llava;
-use crate::model::preprocess::ImageProcessorConfig;
+use crate::model::config::{CheckpointFormat, LlavaConfig};
+use crate::model::llava::{self, Llava};
+use crate::model::predictor::DynamicPredictors;
 pub use crate::model::preprocess::RgbImage;
+use crate::model::preprocess::{ImageProcessorConfig, SquarePad};
 use crate::model::weights::Weights;
 use crate::reduce::{ReduceSpec, ReductionPlan, ReductionReport};
 use crate::text::{ChatTemplate, TextTokenizer};
@@ -25,7 +26,15 @@ pub use crate::text::{ContentPart, Message};
 pub struct LoadOptions {
     /// Worker threads for the CPU backend; `None` = all cores.
     pub threads: Option<usize>,
+    /// A CLIP model directory for original-layout LLaVA checkpoints, which are usually
+    /// released without their vision tower: the tower's config.json and image processor
+    /// come from it, and its weights too unless the checkpoint carries its own (which win,
+    /// as in LLaVA's loader, since they may have been fine-tuned).
+    pub vision_tower: Option<PathBuf>,
 }
+
+/// What stands for an image in original-layout prompts (LLaVA's `DEFAULT_IMAGE_TOKEN`).
+const IMAGE_PLACEHOLDER: &str = "<image>";
 
 /// One generation: a conversation whose `Image` parts are filled, in order, by `images`.
 #[derive(Debug, Clone)]
@@ -124,10 +133,22 @@ impl Engine {
                 dir.display()
             )));
         }
-        let config = LlavaConfig::from_dir(dir)?;
+        let tower_dir = options.vision_tower.as_deref();
+        if let Some(tower) = tower_dir {
+            if !tower.is_dir() {
+                return Err(Error::usage(format!(
+                    "vision tower directory {} does not exist",
+                    tower.display()
+                )));
+            }
+        }
+        let config = LlavaConfig::from_dirs(dir, tower_dir)?;
         let tokenizer = TextTokenizer::from_dir(dir)?;
-        let template = ChatTemplate::from_dir(dir)?;
-        let image_processor = ImageProcessorConfig::from_dir(dir)?;
+        let template = match config.format {
+            CheckpointFormat::LlavaHf => ChatTemplate::from_dir(dir)?,
+            CheckpointFormat::Original(_) => ChatTemplate::from_dir_or_vicuna_v1(dir)?,
+        };
+        let image_processor = image_processor(dir, tower_dir, &config)?;
         let size = config.vision.image_size;
         if image_processor.output_size() != (size, size) {
             let (h, w) = image_processor.output_size();
@@ -138,7 +159,9 @@ impl Engine {
         let backend = CpuBackend::new(options.threads)?;
         let weights = Weights::open(dir)?;
         let weight_summary = WeightSummary::of(&weights);
-        let model = Llava::load(&backend, &weights, config)?;
+        let tower_weights = vision_tower_weights(dir, tower_dir, &config, &weights)?;
+        let mut model = Llava::load_with_vision_tower(&backend, &weights, tower_weights.as_ref(), config)?;
+        model.predictors = DynamicPredictors::load(&backend, &weights, dir, &model.config)?;
         Ok(Engine {
             dir: dir.to_path_buf(),
             backend,
@@ -154,7 +177,11 @@ impl Engine {
         let cfg = &self.model.config;
         ModelInfo {
             dir: self.dir.clone(),
-            architecture: "LlavaForConditionalGeneration".to_string(),
+            architecture: match cfg.format {
+                CheckpointFormat::LlavaHf => "LlavaForConditionalGeneration",
+                CheckpointFormat::Original(_) => "LlavaLlamaForCausalLM",
+            }
+            .to_string(),
             parameters: self.weight_summary.parameters,
             dtype: self.weight_summary.dtype.clone(),
             weight_bytes: self.weight_summary.bytes,
@@ -169,8 +196,9 @@ impl Engine {
         }
     }
 
-    /// Token ids of the rendered conversation, image slots expanded to one id per image
-    /// token. Fails when image parts, `<image>` slots and images do not line up.
+    /// Token ids of the rendered conversation, image slots expanded to one id
+    /// (`config.image_token_index`) per image token. Fails when image parts, `<image>`
+    /// slots and images do not line up.
     pub fn prompt_ids(&self, messages: &[Message], n_images: usize) -> Result<Vec<u32>> {
         let image_parts = messages
             .iter()
@@ -183,8 +211,11 @@ impl Engine {
             )));
         }
         let text = self.template.render(messages, true)?;
-        let ids = self.tokenizer.encode(&text, true)?;
         let image_token = self.model.config.image_token_index;
+        let ids = match self.model.config.format {
+            CheckpointFormat::LlavaHf => self.tokenizer.encode(&text, true)?,
+            CheckpointFormat::Original(_) => encode_with_spliced_images(&self.tokenizer, &text, image_token)?,
+        };
         let slots = ids.iter().filter(|&&t| t == image_token).count();
         if slots != n_images {
             return Err(Error::usage(format!(
@@ -307,4 +338,76 @@ fn resize_image_slots<B: crate::backend::Backend>(
         }
     }
     out
+}
+
+/// The image processor a checkpoint's images go through. Original LLaVA uses its CLIP
+/// tower's processor (from the tower directory, else one kept in the model directory, else
+/// the built-in towers' CLIPImageProcessor settings), padded to a square first when
+/// `image_aspect_ratio` is "pad".
+fn image_processor(dir: &Path, tower_dir: Option<&Path>, config: &LlavaConfig) -> Result<ImageProcessorConfig> {
+    let CheckpointFormat::Original(layout) = &config.format else {
+        return ImageProcessorConfig::from_dir(dir);
+    };
+    let pad = if layout.pad_to_square {
+        SquarePad::MeanColour
+    } else {
+        SquarePad::AsConfigured
+    };
+    if let Some(tower) = tower_dir {
+        return ImageProcessorConfig::from_dir_with(tower, pad);
+    }
+    if dir.join("preprocessor_config.json").is_file() || dir.join("processor_config.json").is_file() {
+        return ImageProcessorConfig::from_dir_with(dir, pad);
+    }
+    // Without a tower directory the config only resolved for a built-in OpenAI CLIP tower,
+    // whose processor is CLIPImageProcessor's defaults at the tower's image size.
+    let size = config.vision.image_size;
+    let settings = format!(
+        r#"{{"image_processor_type": "CLIPImageProcessor", "size": {{"shortest_edge": {size}}}, "crop_size": {{"height": {size}, "width": {size}}}}}"#
+    );
+    ImageProcessorConfig::from_json_str_with(&settings, "the built-in CLIP image processor", pad)
+}
+
+/// The separate checkpoint an original-layout tower is loaded from, or `None` when the
+/// tower is in the model's own checkpoint.
+fn vision_tower_weights(
+    dir: &Path,
+    tower_dir: Option<&Path>,
+    config: &LlavaConfig,
+    weights: &Weights,
+) -> Result<Option<Weights>> {
+    let CheckpointFormat::Original(layout) = &config.format else {
+        return Ok(None);
+    };
+    if llava::has_vision_tower(weights) {
+        return Ok(None);
+    }
+    match tower_dir {
+        Some(tower) => Weights::open(tower).map(Some),
+        None => Err(Error::model(format!(
+            "{}: the checkpoint has no vision tower{}; pass --vision-tower DIR with a local copy of it",
+            dir.display(),
+            layout
+                .vision_tower
+                .as_deref()
+                .map_or_else(String::new, |name| format!(" (config.json names '{name}')"))
+        ))),
+    }
+}
+
+/// Tokenizes an original-layout prompt as LLaVA's `tokenizer_image_token` does: the text
+/// between `<image>` placeholders is tokenized piece by piece (each piece starts like a
+/// fresh text), the BOS the tokenizer puts on every piece is kept on the first only, and
+/// one `image_slot` id stands where each placeholder was.
+fn encode_with_spliced_images(tokenizer: &TextTokenizer, text: &str, image_slot: u32) -> Result<Vec<u32>> {
+    let mut pieces = text.split(IMAGE_PLACEHOLDER);
+    let mut ids = tokenizer.encode(pieces.next().unwrap_or_default(), true)?;
+    let bos = tokenizer.bos_token().and_then(|token| tokenizer.token_id(token));
+    let skip = usize::from(bos.is_some() && ids.first().copied() == bos);
+    for piece in pieces {
+        ids.push(image_slot);
+        let piece_ids = tokenizer.encode(piece, true)?;
+        ids.extend_from_slice(piece_ids.get(skip..).unwrap_or_default());
+    }
+    Ok(ids)
 }

@@ -24,8 +24,15 @@ fn model_copy() -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
+fn one_thread() -> LoadOptions {
+    LoadOptions {
+        threads: Some(1),
+        ..Default::default()
+    }
+}
+
 fn load_error(dir: &Path) -> glimpse_core::Error {
-    match Engine::load(dir, LoadOptions { threads: Some(1) }) {
+    match Engine::load(dir, one_thread()) {
         Ok(_) => panic!("{} loaded although it is broken", dir.display()),
         Err(e) => e,
     }
@@ -158,11 +165,7 @@ fn generate_error(engine: &Engine, request: &GenerateRequest) -> glimpse_core::E
 
 #[test]
 fn images_and_image_slots_must_match() {
-    let engine = Engine::load(
-        &fixtures_dir().join("models").join(MODEL),
-        LoadOptions { threads: Some(1) },
-    )
-    .unwrap();
+    let engine = Engine::load(&fixtures_dir().join("models").join(MODEL), one_thread()).unwrap();
     let one_slot = user(vec![ContentPart::Image, text("what is this?")]);
     assert_one_line(
         &generate_error(&engine, &request(one_slot.clone(), 2)),
@@ -189,18 +192,14 @@ fn prompt_longer_than_the_context_is_an_input_error() {
     edit_json(&dir.join("config.json"), |c| {
         c["text_config"]["max_position_embeddings"] = 64.into()
     });
-    let engine = Engine::load(&dir, LoadOptions { threads: Some(1) }).unwrap();
+    let engine = Engine::load(&dir, one_thread()).unwrap();
     let e = generate_error(&engine, &request(user(vec![ContentPart::Image, text("hi")]), 1));
     assert_one_line(&e, ErrorKind::Input, "context window");
 }
 
 #[test]
 fn corrupt_pixel_buffer_is_an_input_error() {
-    let engine = Engine::load(
-        &fixtures_dir().join("models").join(MODEL),
-        LoadOptions { threads: Some(1) },
-    )
-    .unwrap();
+    let engine = Engine::load(&fixtures_dir().join("models").join(MODEL), one_thread()).unwrap();
     let mut req = request(user(vec![ContentPart::Image, text("hi")]), 1);
     req.images[0].data.truncate(10);
     assert_eq!(generate_error(&engine, &req).kind, ErrorKind::Input);

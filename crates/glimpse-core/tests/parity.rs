@@ -33,7 +33,14 @@ fn request(expected: &Expected, max_tokens: usize) -> GenerateRequest {
 }
 
 fn engine(expected: &Expected) -> Engine {
-    Engine::load(&expected.model_dir(), LoadOptions { threads: Some(2) }).expect("fixture model loads")
+    Engine::load(
+        &expected.model_dir(),
+        LoadOptions {
+            threads: Some(2),
+            ..Default::default()
+        },
+    )
+    .expect("fixture model loads")
 }
 
 #[test]

@@ -25,7 +25,14 @@ fn request(expected: &Expected, reduce: &str, max_tokens: usize) -> GenerateRequ
 }
 
 fn engine(expected: &Expected) -> Engine {
-    Engine::load(&expected.model_dir(), LoadOptions { threads: Some(2) }).unwrap()
+    Engine::load(
+        &expected.model_dir(),
+        LoadOptions {
+            threads: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 fn generate(engine: &Engine, request: &GenerateRequest) -> GenerateOutput {
@@ -127,4 +134,11 @@ fn bad_budgets_are_usage_errors() {
         .next_token_logits(&request(&expected, "mustdrop:keep=2,layers=0,merge=off", 1))
         .unwrap_err();
     assert!(err.message.contains("below the 12 key tokens"), "{}", err.message);
+    let err = engine.next_token_logits(&request(&expected, "dynamic", 1)).unwrap_err();
+    assert!(
+        err.message.contains("needs Dynamic-LLaVA's trained predictors"),
+        "{}",
+        err.message
+    );
+    assert_eq!(err.kind, glimpse_core::ErrorKind::Usage);
 }

@@ -18,16 +18,20 @@ use crate::request::GenerateRequestInput;
 pub struct LoadModelOptions {
     /// Worker threads for the CPU backend; all cores when left out.
     pub threads: Option<u32>,
+    /// A CLIP model directory holding the vision tower of an original-layout LLaVA
+    /// checkpoint released without it.
+    pub vision_tower: Option<String>,
 }
 
 /// Loads the model in `dir` on a worker thread.
 #[napi(ts_return_type = "Promise<Model>")]
 pub fn load_model(dir: String, options: Option<LoadModelOptions>) -> AsyncTask<LoadTask> {
-    let threads = options.and_then(|options| options.threads);
+    let (threads, vision_tower) = options.map_or((None, None), |options| (options.threads, options.vision_tower));
     let options = match threads {
         Some(0) => Err(Error::usage("threads must be at least 1")),
         _ => Ok(LoadOptions {
             threads: threads.map(|n| n as usize),
+            vision_tower: vision_tower.map(PathBuf::from),
         }),
     };
     AsyncTask::new(LoadTask {

@@ -388,3 +388,69 @@ mod tests {
         assert_eq!(compact.origins(), vec![0, 1, 3, 5, 6], "identity survives renumbering");
     }
 }
+
+#[cfg(test)]
+mod admission_tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::model::config::LlavaConfig;
+    use crate::model::weights::Weights;
+    use crate::reduce::stages::CachePolicy;
+
+    /// Refuses every decode token from layer 1 on.
+    struct RejectAll;
+
+    impl<B: Backend> CachePolicy<B> for RejectAll {
+        fn admission_layer(&self) -> Option<usize> {
+            Some(1)
+        }
+        fn admit(&mut self, _b: &B, _hidden: &B::Tensor) -> Result<bool> {
+            Ok(false)
+        }
+    }
+
+    fn plan<'m>(cache: Option<Box<dyn CachePolicy<CpuBackend> + 'm>>) -> ReductionPlan<'m, CpuBackend> {
+        ReductionPlan {
+            encoder: None,
+            filter: None,
+            cache,
+            positions: PositionMode::Original,
+        }
+    }
+
+    /// Logits after prefill of a text prompt and after each of two fed tokens.
+    fn run(model: &Llava<CpuBackend>, b: &CpuBackend, plan: ReductionPlan<'_, CpuBackend>) -> Vec<Vec<f32>> {
+        let ids = vec![1u32, 40, 41, 42, 43];
+        let prompt = PreparedPrompt {
+            sequence: initial_sequence::<CpuBackend>(&ids, u32::MAX, &[], 0, PositionMode::Original),
+            unreduced_len: ids.len(),
+            ids,
+            images: Vec::new(),
+        };
+        let mut state = GenerationState::new(b, model, plan, 16);
+        let mut all = vec![state.prefill(b, model, &prompt).unwrap()];
+        for id in [50, 51] {
+            let mut logits = vec![0f32; model.config.text.vocab_size];
+            state.step(b, &model.language, id, &mut logits).unwrap();
+            all.push(logits);
+        }
+        all
+    }
+
+    #[test]
+    fn a_refused_token_still_attends_to_itself_but_leaves_the_cache() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/models/tiny-llava-mha");
+        let b = CpuBackend::new(Some(1)).unwrap();
+        let model = Llava::load(&b, &Weights::open(&dir).unwrap(), LlavaConfig::from_dir(&dir).unwrap()).unwrap();
+        let admitted = run(&model, &b, plan(None));
+        let refused = run(&model, &b, plan(Some(Box::new(RejectAll))));
+        assert_eq!(refused[0], admitted[0], "prefill is untouched");
+        // The step that refuses token 50 computes exactly what admitting it computes: the
+        // token attended with its own key and value.
+        assert_eq!(refused[1], admitted[1]);
+        // The next step no longer sees token 50 at layer 1.
+        assert_ne!(refused[2], admitted[2]);
+    }
+}

@@ -13,13 +13,13 @@ use crate::generate::stats::encoder_layer_flops;
 use crate::reduce::stages::EncoderReducer;
 use crate::reduce::VisionToken;
 
-struct LayerNorm<B: Backend> {
-    weight: B::Weight,
-    bias: B::Weight,
+pub(crate) struct LayerNorm<B: Backend> {
+    pub(crate) weight: B::Weight,
+    pub(crate) bias: B::Weight,
 }
 
 impl<B: Backend> LayerNorm<B> {
-    fn load(l: &Loader<'_, B>, name: &str, d: usize) -> Result<Self> {
+    pub(crate) fn load(l: &Loader<'_, B>, name: &str, d: usize) -> Result<Self> {
         let l = l.at(name);
         Ok(LayerNorm {
             weight: l.get("weight", &[d])?,

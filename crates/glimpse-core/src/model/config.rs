@@ -1,10 +1,17 @@
 //! Runtime configuration read from a checkpoint's config.json (and generation_config.json).
 //!
-//! The file format is Hugging Face's `LlavaConfig` (model_type "llava") with a CLIP vision
-//! sub-config and a Llama-family text sub-config. Real checkpoints often omit fields and rely
-//! on transformers' class defaults, so every field is read as optional and the defaults of
-//! the matching transformers class are filled in afterwards (they differ per model type,
-//! which is why serde's static defaults are not enough).
+//! Two file formats are read:
+//! - Hugging Face's `LlavaConfig` (model_type "llava") with a CLIP vision sub-config and a
+//!   Llama-family text sub-config (llava-hf checkpoints);
+//! - the original LLaVA release's `LlavaConfig` (model_type "llava_llama", as
+//!   liuhaotian/llava-v1.5-* and Dynamic-LLaVA ship it): flat Llama fields plus `mm_*`
+//!   fields naming a CLIP tower whose own config lives in a separate CLIP directory (or, for
+//!   the towers LLaVA releases use, is built in).
+//!
+//! Real checkpoints often omit fields and rely on transformers' class defaults, so every
+//! field is read as optional and the defaults of the matching transformers class are filled
+//! in afterwards (they differ per model type, which is why serde's static defaults are not
+//! enough).
 
 use std::path::Path;
 
@@ -81,10 +88,77 @@ pub struct TextConfig {
     pub mlp_bias: bool,
 }
 
+/// How a checkpoint is laid out, which decides how its prompt is tokenized and where its
+/// vision tower and image settings come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckpointFormat {
+    /// llava-hf (`LlavaForConditionalGeneration`): `<image>` is a token of the vocabulary,
+    /// and the checkpoint carries the tower and its image processor settings.
+    LlavaHf,
+    /// The original LLaVA release (`LlavaLlamaForCausalLM`, model_type "llava_llama").
+    Original(OriginalLayout),
+}
+
+/// What an original-layout config.json says about the vision side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OriginalLayout {
+    /// `mm_vision_tower`: the CLIP model the tower was taken from (a Hub name or a path).
+    pub vision_tower: Option<String>,
+    /// `image_aspect_ratio == "pad"`: every image is first padded to a centred square of the
+    /// mean colour (LLaVA's `expand2square`).
+    pub pad_to_square: bool,
+}
+
+/// The image slot id of original-layout prompts. The original code splices a sentinel
+/// (-200) into the token ids where `<image>` stood and replaces it by the image's
+/// embeddings; here the sentinel is an id no tokenizer produces, expanded to
+/// `image_seq_len` slots like llava-hf's image token, so the prompt, embedding and
+/// reduction code treat both layouts alike. `Llava::embed_prompt` never looks the id up in
+/// the embedding table: its rows are overwritten by the image.
+pub const SPLICED_IMAGE_TOKEN: u32 = u32::MAX;
+
+/// Dynamic-LLaVA's `sparse_config` (only the fields inference needs; the training-only
+/// ones are ignored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseConfig {
+    /// The predictors read the hidden rows entering this decoder layer; reduction applies
+    /// from this layer on. Checked against the language model where reduction is set up.
+    pub sparse_layer: usize,
+    /// Share of each image's tokens the image predictor keeps.
+    pub vision_keep_rate: f32,
+    /// Width of the image predictor (and of the text predictor's first projection).
+    pub d_model: usize,
+    /// Attention heads of the image predictor's transformer blocks.
+    pub nhead: usize,
+    /// Hidden width of those blocks' MLPs.
+    pub dim_feedforward: usize,
+    /// Number of those blocks.
+    pub num_layers: usize,
+    /// Whether decode-time admission by the output-text predictor is on by default.
+    pub use_output_text_predictor: bool,
+}
+
+impl Default for SparseConfig {
+    /// The values Dynamic-LLaVA's training script writes (and its code defaults).
+    fn default() -> Self {
+        SparseConfig {
+            sparse_layer: 2,
+            vision_keep_rate: 0.2,
+            d_model: 512,
+            nhead: 8,
+            dim_feedforward: 2048,
+            num_layers: 2,
+            use_output_text_predictor: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlavaConfig {
     pub vision: VisionConfig,
     pub text: TextConfig,
+    /// Id of one image slot in the prompt ids; [`SPLICED_IMAGE_TOKEN`] for original-layout
+    /// checkpoints.
     pub image_token_index: u32,
     /// Hidden-state index as in HF: negative counts from the end (-2 = output of the
     /// second-to-last layer); 0 = embeddings after pre-layernorm.
@@ -94,11 +168,21 @@ pub struct LlavaConfig {
     pub multimodal_projector_bias: bool,
     /// Token ids that end generation (config.json / generation_config.json eos_token_id).
     pub eos_token_ids: Vec<u32>,
+    pub format: CheckpointFormat,
+    /// Dynamic-LLaVA's predictor and reduction settings, when config.json has them.
+    pub sparse: Option<SparseConfig>,
 }
 
 impl LlavaConfig {
     /// Reads `config.json` (and `generation_config.json` when present) from a model directory.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::from_dirs(dir, None)
+    }
+
+    /// Like [`LlavaConfig::from_dir`]; `vision_tower` is a CLIP model directory holding the
+    /// tower of an original-layout checkpoint (its config.json is a CLIPConfig or a
+    /// CLIPVisionConfig).
+    pub fn from_dirs(dir: &Path, vision_tower: Option<&Path>) -> Result<Self> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
             return Err(Error::model(format!(
@@ -114,14 +198,38 @@ impl LlavaConfig {
             None
         };
         let generation = generation_text.as_deref().map(|t| (t, generation_path.as_path()));
-        Self::from_json(&text, &config_path, generation)
+        let tower = match vision_tower {
+            Some(tower_dir) => {
+                let tower_path = tower_dir.join("config.json");
+                if !tower_path.is_file() {
+                    return Err(Error::model(format!(
+                        "{}: no config.json (expected a CLIP model directory for the vision tower)",
+                        tower_dir.display()
+                    )));
+                }
+                Some((read_text(&tower_path)?, tower_path))
+            }
+            None => None,
+        };
+        let tower = tower.as_ref().map(|(text, path)| (text.as_str(), path.as_path()));
+        Self::from_json_with_tower(&text, &config_path, generation, tower)
     }
 
     /// Parses config.json text; `generation` is the text and path of generation_config.json.
     /// `path` only names the file in error messages.
     pub fn from_json(config_json: &str, path: &Path, generation: Option<(&str, &Path)>) -> Result<Self> {
+        Self::from_json_with_tower(config_json, path, generation, None)
+    }
+
+    /// Like [`LlavaConfig::from_json`]; `vision_tower` is the text and path of a separate
+    /// CLIP config.json for an original-layout checkpoint.
+    pub fn from_json_with_tower(
+        config_json: &str,
+        path: &Path,
+        generation: Option<(&str, &Path)>,
+        vision_tower: Option<(&str, &Path)>,
+    ) -> Result<Self> {
         let file = path.display().to_string();
-        let raw: RawLlavaConfig = parse_json(config_json, &file)?;
         let generation_eos = match generation {
             Some((text, gen_path)) => {
                 let gen_file = gen_path.display().to_string();
@@ -130,6 +238,17 @@ impl LlavaConfig {
             }
             None => None,
         };
+        let kind: RawModelKind = parse_json(config_json, &file)?;
+        if kind.model_type.as_deref() == Some(ORIGINAL_MODEL_TYPE) {
+            return resolve_original(config_json, generation_eos, vision_tower, &file);
+        }
+        if let Some((_, tower_path)) = vision_tower {
+            return Err(Error::usage(format!(
+                "--vision-tower {} is only for original-layout LLaVA checkpoints (model_type '{ORIGINAL_MODEL_TYPE}'); {file} describes a llava-hf checkpoint, which carries its own vision tower",
+                tower_path.parent().unwrap_or(tower_path).display()
+            )));
+        }
+        let raw: RawLlavaConfig = parse_json(config_json, &file)?;
         resolve(raw, generation_eos, &file)
     }
 
@@ -174,6 +293,50 @@ struct RawLlavaConfig {
     eos_token_id: Value,
     /// Older llava-hf configs repeat the text vocabulary size at the top level.
     vocab_size: Option<usize>,
+    sparse_config: Option<RawSparseConfig>,
+}
+
+/// Just enough of config.json to tell the two formats apart.
+#[derive(Deserialize)]
+struct RawModelKind {
+    model_type: Option<String>,
+}
+
+/// The original LLaVA format's own fields; the Llama fields sit beside them at the top
+/// level and are read as a [`RawTextConfig`].
+#[derive(Deserialize)]
+struct RawOriginalConfig {
+    mm_vision_tower: Option<String>,
+    /// The older spelling of `mm_vision_tower`.
+    vision_tower: Option<String>,
+    mm_hidden_size: Option<usize>,
+    mm_projector_type: Option<String>,
+    #[serde(default)]
+    mm_vision_select_layer: Value,
+    mm_vision_select_feature: Option<String>,
+    image_aspect_ratio: Option<String>,
+    mm_use_im_start_end: Option<bool>,
+    mm_patch_merge_type: Option<String>,
+    sparse_config: Option<RawSparseConfig>,
+}
+
+/// A CLIP directory's config.json: a CLIPConfig (`model_type` "clip", the tower under
+/// `vision_config`) or a CLIPVisionConfig (`model_type` "clip_vision_model").
+#[derive(Deserialize)]
+struct RawClipConfig {
+    model_type: Option<String>,
+    vision_config: Option<RawVisionConfig>,
+}
+
+#[derive(Deserialize)]
+struct RawSparseConfig {
+    sparse_layer: Option<usize>,
+    vision_keep_rate: Option<f64>,
+    d_model: Option<usize>,
+    nhead: Option<usize>,
+    dim_feedforward: Option<usize>,
+    num_layers: Option<usize>,
+    use_output_text_predictor: Option<bool>,
 }
 
 /// CLIP's `image_size` / `patch_size` may be an int or an `[h, w]` pair.
@@ -184,7 +347,7 @@ enum RawSize {
     Pair([usize; 2]),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct RawVisionConfig {
     model_type: Option<String>,
     hidden_size: Option<usize>,
@@ -327,6 +490,25 @@ const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 const LLAVA_DEFAULT_IMAGE_TOKEN_INDEX: u32 = 32000;
 const LLAVA_DEFAULT_FEATURE_LAYER: i64 = -2;
 
+const ORIGINAL_MODEL_TYPE: &str = "llava_llama";
+/// The only projector glimpse runs: Linear → GELU → Linear.
+const ORIGINAL_PROJECTOR: &str = "mlp2x_gelu";
+
+/// The CLIP towers original LLaVA releases name in `mm_vision_tower`, with their Hub
+/// config's settings, so a checkpoint that carries the tower's weights needs no CLIP
+/// directory. Matched on the name's last path component (it may be a local path).
+fn known_vision_tower(name: &str) -> Option<VisionConfig> {
+    let base = name.trim_end_matches('/').rsplit('/').next().unwrap_or(name);
+    match base {
+        "clip-vit-large-patch14-336" => Some(LLAVA_DEFAULT_VISION),
+        "clip-vit-large-patch14" => Some(VisionConfig {
+            image_size: 224,
+            ..LLAVA_DEFAULT_VISION
+        }),
+        _ => None,
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Resolution: defaults, validation, one error line per problem.
 
@@ -337,7 +519,12 @@ fn resolve(raw: RawLlavaConfig, generation_eos: Option<Vec<u32>>, file: &str) ->
     let top_tie = raw.tie_word_embeddings.unwrap_or(false);
     let (text, text_eos) = resolve_text(raw.text_config.as_ref(), raw.vocab_size, top_tie, file)?;
 
-    let vision_feature_layer = feature_layer(&raw.vision_feature_layer, vision.num_hidden_layers, file)?;
+    let vision_feature_layer = feature_layer(
+        &raw.vision_feature_layer,
+        "vision_feature_layer",
+        vision.num_hidden_layers,
+        file,
+    )?;
     let vision_feature_select_strategy = match raw.vision_feature_select_strategy.as_deref() {
         None | Some("default") => FeatureSelect::Patches,
         Some("full") => FeatureSelect::Full,
@@ -373,7 +560,147 @@ fn resolve(raw: RawLlavaConfig, generation_eos: Option<Vec<u32>>, file: &str) ->
         projector_hidden_act,
         multimodal_projector_bias: raw.multimodal_projector_bias.unwrap_or(true),
         eos_token_ids,
+        format: CheckpointFormat::LlavaHf,
+        sparse: raw.sparse_config.map(|s| sparse_config(s, file)).transpose()?,
     })
+}
+
+/// Resolves an original-layout config.json; `vision_tower` is a separate CLIP config.
+fn resolve_original(
+    config_json: &str,
+    generation_eos: Option<Vec<u32>>,
+    vision_tower: Option<(&str, &Path)>,
+    file: &str,
+) -> Result<LlavaConfig> {
+    let raw: RawOriginalConfig = parse_json(config_json, file)?;
+    // The Llama fields are the top level itself; `model_type` names the LLaVA class there,
+    // whose defaults are LlamaConfig's.
+    let mut raw_text: RawTextConfig = parse_json(config_json, file)?;
+    raw_text.model_type = None;
+    let top_tie = raw_text.tie_word_embeddings.unwrap_or(false);
+    let (text, text_eos) = resolve_text(Some(&raw_text), None, top_tie, file)?;
+
+    let projector = raw.mm_projector_type.as_deref().unwrap_or("linear");
+    if projector != ORIGINAL_PROJECTOR {
+        return Err(Error::model(format!(
+            "{file}: unsupported mm_projector_type '{projector}' (glimpse supports '{ORIGINAL_PROJECTOR}')"
+        )));
+    }
+    if raw.mm_use_im_start_end == Some(true) {
+        return Err(Error::model(format!(
+            "{file}: mm_use_im_start_end is true; glimpse supports LLaVA checkpoints without image start/end tokens"
+        )));
+    }
+    let aspect = raw.image_aspect_ratio.as_deref().unwrap_or("square");
+    let merge = raw.mm_patch_merge_type.as_deref().unwrap_or("flat");
+    if aspect.contains("anyres") || merge != "flat" {
+        return Err(Error::model(format!(
+            "{file}: image_aspect_ratio '{aspect}' with mm_patch_merge_type '{merge}' (any-resolution tiling) is not supported"
+        )));
+    }
+
+    let tower_name = raw.mm_vision_tower.or(raw.vision_tower);
+    let vision = match vision_tower {
+        Some((tower_json, tower_path)) => clip_vision_config(tower_json, &tower_path.display().to_string())?,
+        None => tower_name.as_deref().and_then(known_vision_tower).ok_or_else(|| {
+            Error::model(format!(
+                "{file}: the vision tower {} is not built into glimpse; pass --vision-tower DIR with a local copy of it",
+                tower_name.as_deref().map_or_else(|| "(no mm_vision_tower)".to_string(), |n| format!("'{n}'"))
+            ))
+        })?,
+    };
+    if let Some(mm_hidden) = raw.mm_hidden_size {
+        if mm_hidden != vision.hidden_size {
+            return Err(Error::model(format!(
+                "{file}: mm_hidden_size {mm_hidden} does not match the vision tower's hidden_size {}",
+                vision.hidden_size
+            )));
+        }
+    }
+
+    let vision_feature_layer = feature_layer(
+        &raw.mm_vision_select_layer,
+        "mm_vision_select_layer",
+        vision.num_hidden_layers,
+        file,
+    )?;
+    let vision_feature_select_strategy = match raw.mm_vision_select_feature.as_deref() {
+        None | Some("patch") => FeatureSelect::Patches,
+        Some("cls_patch") => FeatureSelect::Full,
+        Some(other) => {
+            return Err(Error::model(format!(
+                "{file}: unsupported mm_vision_select_feature '{other}' (expected 'patch' or 'cls_patch')"
+            )))
+        }
+    };
+    let eos_token_ids = generation_eos
+        .or(text_eos)
+        .unwrap_or_else(|| vec![LLAMA_DEFAULTS.eos_token_id]);
+
+    Ok(LlavaConfig {
+        vision,
+        text,
+        image_token_index: SPLICED_IMAGE_TOKEN,
+        vision_feature_layer,
+        vision_feature_select_strategy,
+        projector_hidden_act: Activation::Gelu,
+        multimodal_projector_bias: true,
+        eos_token_ids,
+        format: CheckpointFormat::Original(OriginalLayout {
+            vision_tower: tower_name,
+            pad_to_square: aspect == "pad",
+        }),
+        sparse: raw.sparse_config.map(|s| sparse_config(s, file)).transpose()?,
+    })
+}
+
+/// The vision config inside a CLIP directory's config.json.
+fn clip_vision_config(json: &str, file: &str) -> Result<VisionConfig> {
+    let raw: RawClipConfig = parse_json(json, file)?;
+    match raw.model_type.as_deref() {
+        // CLIPConfig fills a missing vision_config with CLIPVisionConfig's defaults.
+        Some("clip") => resolve_vision(Some(&raw.vision_config.unwrap_or_default()), file),
+        Some("clip_vision_model") => {
+            let vision: RawVisionConfig = parse_json(json, file)?;
+            resolve_vision(Some(&vision), file)
+        }
+        other => Err(Error::model(format!(
+            "{file}: expected a CLIP config (model_type 'clip' or 'clip_vision_model'), found {}",
+            other.map_or_else(|| "no model_type".to_string(), |t| format!("model_type '{t}'"))
+        ))),
+    }
+}
+
+fn sparse_config(raw: RawSparseConfig, file: &str) -> Result<SparseConfig> {
+    let d = SparseConfig::default();
+    let field = |name: &str| format!("sparse_config.{name}");
+    let config = SparseConfig {
+        sparse_layer: raw.sparse_layer.unwrap_or(d.sparse_layer),
+        vision_keep_rate: raw.vision_keep_rate.map_or(d.vision_keep_rate, |r| r as f32),
+        d_model: positive(raw.d_model.unwrap_or(d.d_model), &field("d_model"), file)?,
+        nhead: positive(raw.nhead.unwrap_or(d.nhead), &field("nhead"), file)?,
+        dim_feedforward: positive(
+            raw.dim_feedforward.unwrap_or(d.dim_feedforward),
+            &field("dim_feedforward"),
+            file,
+        )?,
+        num_layers: raw.num_layers.unwrap_or(d.num_layers),
+        use_output_text_predictor: raw.use_output_text_predictor.unwrap_or(d.use_output_text_predictor),
+    };
+    if !(config.vision_keep_rate > 0.0 && config.vision_keep_rate <= 1.0) {
+        return Err(Error::model(format!(
+            "{file}: sparse_config.vision_keep_rate {} must be in (0, 1]",
+            config.vision_keep_rate
+        )));
+    }
+    // The image predictor splits d_model into heads, and its head halves and quarters it.
+    if !config.d_model.is_multiple_of(config.nhead) || !config.d_model.is_multiple_of(4) {
+        return Err(Error::model(format!(
+            "{file}: sparse_config.d_model {} must be divisible by nhead {} and by 4",
+            config.d_model, config.nhead
+        )));
+    }
+    Ok(config)
 }
 
 fn check_architecture(raw: &RawLlavaConfig, file: &str) -> Result<()> {
@@ -394,7 +721,7 @@ fn check_architecture(raw: &RawLlavaConfig, file: &str) -> Result<()> {
         (None, None) => "no model_type or architectures".to_string(),
     };
     Err(Error::model(format!(
-        "{file}: unsupported architecture ({found}); glimpse runs LLaVA checkpoints (model_type 'llava', {ARCH})"
+        "{file}: unsupported architecture ({found}); glimpse runs LLaVA checkpoints (model_type 'llava', {ARCH}, or the original release's model_type '{ORIGINAL_MODEL_TYPE}')"
     )))
 }
 
@@ -600,20 +927,21 @@ fn rope_theta(raw: &RawTextConfig, file: &str) -> Result<f64> {
     Ok(theta)
 }
 
-fn feature_layer(value: &Value, num_layers: usize, file: &str) -> Result<i64> {
+/// Reads a feature-layer index (`field` names it in errors).
+fn feature_layer(value: &Value, field: &str, num_layers: usize, file: &str) -> Result<i64> {
     let layer = match value {
         Value::Null => LLAVA_DEFAULT_FEATURE_LAYER,
         Value::Number(n) => n
             .as_i64()
-            .ok_or_else(|| Error::model(format!("{file}: vision_feature_layer {n} is not an integer")))?,
+            .ok_or_else(|| Error::model(format!("{file}: {field} {n} is not an integer")))?,
         Value::Array(_) => {
             return Err(Error::model(format!(
-                "{file}: vision_feature_layer {value} is a list of layers; glimpse supports a single layer for now"
+                "{file}: {field} {value} is a list of layers; glimpse supports a single layer for now"
             )))
         }
         other => {
             return Err(Error::model(format!(
-                "{file}: vision_feature_layer must be an integer, found {other}"
+                "{file}: {field} must be an integer, found {other}"
             )))
         }
     };
@@ -621,7 +949,7 @@ fn feature_layer(value: &Value, num_layers: usize, file: &str) -> Result<i64> {
     let count = num_layers as i64 + 1;
     if layer >= count || layer < -count {
         return Err(Error::model(format!(
-            "{file}: vision_feature_layer {layer} is out of range for a vision tower with {num_layers} layers"
+            "{file}: {field} {layer} is out of range for a vision tower with {num_layers} layers"
         )));
     }
     Ok(layer)
@@ -1050,7 +1378,7 @@ mod tests {
         let err = parse_err(r#"{"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"]}"#);
         assert_eq!(
             err.message,
-            "m/config.json: unsupported architecture (model_type 'qwen2_vl', architectures [\"Qwen2VLForConditionalGeneration\"]); glimpse runs LLaVA checkpoints (model_type 'llava', LlavaForConditionalGeneration)"
+            "m/config.json: unsupported architecture (model_type 'qwen2_vl', architectures [\"Qwen2VLForConditionalGeneration\"]); glimpse runs LLaVA checkpoints (model_type 'llava', LlavaForConditionalGeneration, or the original release's model_type 'llava_llama')"
         );
         let err = parse_err(r#"{"model_type": "llava", "text_config": {"model_type": "qwen2"}}"#);
         assert_eq!(
@@ -1142,5 +1470,260 @@ mod tests {
         );
         let err = parse_err(r#"{"model_type": "llava", "eos_token_id": -1}"#);
         assert_eq!(err.message, "m/config.json: eos_token_id must hold token ids, found -1");
+    }
+
+    /// config.json of liuhaotian/llava-v1.5-7b (the original release's format).
+    const ORIGINAL_15_7B: &str = r#"{
+  "_name_or_path": "./checkpoints/vicuna-7b-v1-5",
+  "architectures": ["LlavaLlamaForCausalLM"],
+  "bos_token_id": 1,
+  "eos_token_id": 2,
+  "freeze_mm_mlp_adapter": false,
+  "hidden_act": "silu",
+  "hidden_size": 4096,
+  "image_aspect_ratio": "pad",
+  "initializer_range": 0.02,
+  "intermediate_size": 11008,
+  "max_length": 4096,
+  "max_position_embeddings": 4096,
+  "mm_hidden_size": 1024,
+  "mm_projector_type": "mlp2x_gelu",
+  "mm_use_im_patch_token": false,
+  "mm_use_im_start_end": false,
+  "mm_vision_select_feature": "patch",
+  "mm_vision_select_layer": -2,
+  "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+  "model_type": "llava_llama",
+  "num_attention_heads": 32,
+  "num_hidden_layers": 32,
+  "num_key_value_heads": 32,
+  "pad_token_id": 0,
+  "pretraining_tp": 1,
+  "rms_norm_eps": 1e-05,
+  "rope_scaling": null,
+  "tie_word_embeddings": false,
+  "torch_dtype": "float16",
+  "transformers_version": "4.31.0",
+  "use_cache": true,
+  "use_mm_proj": true,
+  "vocab_size": 32000
+}"#;
+
+    /// `original` with `field` set to `value` (raw JSON).
+    fn original_with(field: &str, value: &str) -> String {
+        let mut json: Value = serde_json::from_str(ORIGINAL_15_7B).expect("json");
+        json[field] = serde_json::from_str(value).expect("value");
+        json.to_string()
+    }
+
+    fn with_tower(json: &str, tower: &str) -> Result<LlavaConfig> {
+        LlavaConfig::from_json_with_tower(
+            json,
+            Path::new("m/config.json"),
+            None,
+            Some((tower, Path::new("clip/config.json"))),
+        )
+    }
+
+    // The original format is read as LLaVA's own code reads it (llava/model/llava_arch.py,
+    // multimodal_encoder/clip_encoder.py): LlamaConfig fields plus the mm_* settings.
+
+    #[test]
+    fn original_llava_15_7b_resolves_to_the_same_model_as_llava_hf() {
+        let config = parse(ORIGINAL_15_7B).expect("config");
+        let hf = parse(LLAVA_15_7B).expect("config");
+        assert_eq!(config.vision, hf.vision);
+        // Same language model; the vocabulary has no <image> row, since the image slot is
+        // spliced in rather than tokenized.
+        assert_eq!(
+            config.text,
+            TextConfig {
+                vocab_size: 32000,
+                ..hf.text.clone()
+            }
+        );
+        assert_eq!(config.image_token_index, SPLICED_IMAGE_TOKEN);
+        assert_eq!(config.vision_feature_layer, -2);
+        assert_eq!(config.vision_feature_select_strategy, FeatureSelect::Patches);
+        assert_eq!(config.projector_hidden_act, Activation::Gelu);
+        assert!(config.multimodal_projector_bias);
+        assert_eq!(config.eos_token_ids, vec![2]);
+        assert_eq!(config.image_seq_len(), 576);
+        assert_eq!(
+            config.format,
+            CheckpointFormat::Original(OriginalLayout {
+                vision_tower: Some("openai/clip-vit-large-patch14-336".into()),
+                pad_to_square: true,
+            })
+        );
+        assert_eq!(config.sparse, None);
+        assert_eq!(hf.format, CheckpointFormat::LlavaHf);
+    }
+
+    #[test]
+    fn original_select_feature_layer_aspect_and_local_tower_paths() {
+        let config = parse(&original_with("mm_vision_select_feature", "\"cls_patch\"")).expect("config");
+        assert_eq!(config.vision_feature_select_strategy, FeatureSelect::Full);
+        assert_eq!(config.image_seq_len(), 577);
+        let config = parse(&original_with("mm_vision_select_layer", "-1")).expect("config");
+        assert_eq!(config.vision_feature_layer, -1);
+        let config = parse(&original_with("image_aspect_ratio", "\"square\"")).expect("config");
+        assert!(matches!(
+            config.format,
+            CheckpointFormat::Original(OriginalLayout {
+                pad_to_square: false,
+                ..
+            })
+        ));
+        // A local copy of a known tower is recognised by its directory name.
+        let config = parse(&original_with(
+            "mm_vision_tower",
+            "\"/data/openai/clip-vit-large-patch14/\"",
+        ))
+        .expect("config");
+        assert_eq!(config.vision.image_size, 224);
+        assert_eq!(config.image_seq_len(), 256);
+    }
+
+    #[test]
+    fn original_problems_are_one_line_each() {
+        let cases = [
+            (
+                original_with("mm_projector_type", "\"linear\""),
+                "m/config.json: unsupported mm_projector_type 'linear' (glimpse supports 'mlp2x_gelu')",
+            ),
+            (
+                original_with("mm_use_im_start_end", "true"),
+                "m/config.json: mm_use_im_start_end is true; glimpse supports LLaVA checkpoints without image start/end tokens",
+            ),
+            (
+                original_with("image_aspect_ratio", "\"anyres\""),
+                "m/config.json: image_aspect_ratio 'anyres' with mm_patch_merge_type 'flat' (any-resolution tiling) is not supported",
+            ),
+            (
+                original_with("mm_vision_select_feature", "\"cls\""),
+                "m/config.json: unsupported mm_vision_select_feature 'cls' (expected 'patch' or 'cls_patch')",
+            ),
+            (
+                original_with("mm_vision_select_layer", "-26"),
+                "m/config.json: mm_vision_select_layer -26 is out of range for a vision tower with 24 layers",
+            ),
+            (
+                original_with("mm_hidden_size", "768"),
+                "m/config.json: mm_hidden_size 768 does not match the vision tower's hidden_size 1024",
+            ),
+            (
+                original_with("mm_vision_tower", "\"google/siglip-so400m-patch14-384\""),
+                "m/config.json: the vision tower 'google/siglip-so400m-patch14-384' is not built into glimpse; pass --vision-tower DIR with a local copy of it",
+            ),
+            (
+                original_with("mm_vision_tower", "null"),
+                "m/config.json: the vision tower (no mm_vision_tower) is not built into glimpse; pass --vision-tower DIR with a local copy of it",
+            ),
+        ];
+        for (json, message) in cases {
+            let err = parse_err(&json);
+            assert_eq!(err.kind, ErrorKind::Model);
+            assert_eq!(err.message, message);
+        }
+    }
+
+    #[test]
+    fn a_separate_clip_config_gives_the_tower() {
+        // openai/clip-vit-large-patch14-336 ships a CLIPConfig; only its vision part matters.
+        let clip = r#"{"model_type": "clip", "projection_dim": 768,
+            "text_config": {"hidden_size": 768},
+            "vision_config": {"hidden_size": 1024, "image_size": 336, "intermediate_size": 4096,
+                              "model_type": "clip_vision_model", "num_attention_heads": 16,
+                              "num_hidden_layers": 24, "patch_size": 14}}"#;
+        let config = with_tower(ORIGINAL_15_7B, clip).expect("config");
+        assert_eq!(config.vision, LLAVA_DEFAULT_VISION);
+
+        // A bare CLIPVisionConfig, for a tower the built-in table does not know.
+        let tiny = r#"{"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 3, "num_attention_heads": 2, "image_size": 48, "patch_size": 4}"#;
+        let json = original_with("mm_vision_tower", "\"someone/tiny-clip\"");
+        let err = with_tower(&json, tiny).expect_err("mm_hidden_size 1024 vs 32");
+        assert!(err
+            .message
+            .contains("mm_hidden_size 1024 does not match the vision tower's hidden_size 32"));
+        let mut json: Value = serde_json::from_str(&json).expect("json");
+        json["mm_hidden_size"] = Value::from(32);
+        let config = with_tower(&json.to_string(), tiny).expect("config");
+        assert_eq!(
+            config.vision,
+            VisionConfig {
+                hidden_size: 32,
+                intermediate_size: 64,
+                num_hidden_layers: 3,
+                num_attention_heads: 2,
+                image_size: 48,
+                patch_size: 4,
+                ..CLIP_VISION_DEFAULTS
+            }
+        );
+        assert_eq!(config.image_seq_len(), 144);
+
+        let err = with_tower(ORIGINAL_15_7B, r#"{"model_type": "siglip"}"#).expect_err("not CLIP");
+        assert_eq!(
+            err.message,
+            "clip/config.json: expected a CLIP config (model_type 'clip' or 'clip_vision_model'), found model_type 'siglip'"
+        );
+        let err = with_tower(LLAVA_15_7B, clip).expect_err("llava-hf has its own tower");
+        assert_eq!(err.kind, ErrorKind::Usage);
+        assert_eq!(
+            err.message,
+            "--vision-tower clip is only for original-layout LLaVA checkpoints (model_type 'llava_llama'); m/config.json describes a llava-hf checkpoint, which carries its own vision tower"
+        );
+    }
+
+    #[test]
+    fn sparse_config_fills_defaults_and_ignores_unknown_keys() {
+        // Dynamic-LLaVA-13B's sparse_config carries training-only and unknown keys.
+        let json = original_with(
+            "sparse_config",
+            r#"{"d_model": 512, "dim_feedforward": 2048, "instruct_keep_rate": 0.7, "maskclip": null,
+                "mask_loss_weight": 100.0, "nhead": 8, "vision_keep_rate": 0.5, "sparse_layer": 2,
+                "use_output_text_predictor": false}"#,
+        );
+        let config = parse(&json).expect("config");
+        assert_eq!(
+            config.sparse,
+            Some(SparseConfig {
+                vision_keep_rate: 0.5,
+                use_output_text_predictor: false,
+                ..SparseConfig::default()
+            })
+        );
+        let config = parse(r#"{"model_type": "llava", "sparse_config": {}}"#).expect("config");
+        assert_eq!(config.sparse, Some(SparseConfig::default()));
+        assert_eq!(
+            SparseConfig::default(),
+            SparseConfig {
+                sparse_layer: 2,
+                vision_keep_rate: 0.2,
+                d_model: 512,
+                nhead: 8,
+                dim_feedforward: 2048,
+                num_layers: 2,
+                use_output_text_predictor: true,
+            }
+        );
+
+        let err = parse_err(r#"{"model_type": "llava", "sparse_config": {"vision_keep_rate": 0}}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: sparse_config.vision_keep_rate 0 must be in (0, 1]"
+        );
+        let err = parse_err(r#"{"model_type": "llava", "sparse_config": {"d_model": 36, "nhead": 8}}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: sparse_config.d_model 36 must be divisible by nhead 8 and by 4"
+        );
+        let err = parse_err(r#"{"model_type": "llava", "sparse_config": {"nhead": 0}}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: sparse_config.nhead must be positive, found 0"
+        );
     }
 }

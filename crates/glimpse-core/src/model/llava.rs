@@ -4,6 +4,7 @@
 use super::clip::ClipVision;
 use super::config::LlavaConfig;
 use super::llama::Llama;
+use super::predictor::DynamicPredictors;
 use super::projector::Projector;
 use super::weights::Weights;
 use super::Loader;
@@ -14,20 +15,45 @@ use crate::reduce::{EncodedImage, VisionToken};
 
 /// Checkpoint prefixes (llava-hf on-disk names; `Weights` resolves the other layouts).
 const VISION_PREFIX: &str = "vision_tower.vision_model";
+/// The tower's prefix in a separate CLIP checkpoint (CLIPModel or CLIPVisionModel).
+const CLIP_VISION_PREFIX: &str = "vision_model";
 const PROJECTOR_PREFIX: &str = "multi_modal_projector";
 const DECODER_PREFIX: &str = "language_model.model";
 const LM_HEAD_PREFIX: &str = "language_model.lm_head";
+
+/// Whether a checkpoint carries the vision tower itself (in any layout `Weights` reads).
+pub fn has_vision_tower(weights: &Weights) -> bool {
+    weights.contains(&format!("{VISION_PREFIX}.embeddings.class_embedding"))
+}
 
 pub struct Llava<B: Backend> {
     pub config: LlavaConfig,
     pub vision: ClipVision<B>,
     pub projector: Projector<B>,
     pub language: Llama<B>,
+    /// Dynamic-LLaVA's trained predictors, when the checkpoint (or a side file) has them;
+    /// see [`DynamicPredictors::load`].
+    pub predictors: Option<DynamicPredictors<B>>,
 }
 
 impl<B: Backend> Llava<B> {
     pub fn load(b: &B, weights: &Weights, config: LlavaConfig) -> Result<Self> {
-        let vision = ClipVision::load(&Loader::new(weights, b, VISION_PREFIX), &config)?;
+        Self::load_with_vision_tower(b, weights, None, config)
+    }
+
+    /// Like [`Llava::load`]; `vision_tower` is a separate CLIP checkpoint that holds the
+    /// tower, for original-layout checkpoints released without it.
+    pub fn load_with_vision_tower(
+        b: &B,
+        weights: &Weights,
+        vision_tower: Option<&Weights>,
+        config: LlavaConfig,
+    ) -> Result<Self> {
+        let vision_loader = match vision_tower {
+            Some(tower) => Loader::new(tower, b, CLIP_VISION_PREFIX),
+            None => Loader::new(weights, b, VISION_PREFIX),
+        };
+        let vision = ClipVision::load(&vision_loader, &config)?;
         let projector = Projector::load(&Loader::new(weights, b, PROJECTOR_PREFIX), &config)?;
         let language = Llama::load(
             &Loader::new(weights, b, DECODER_PREFIX),
@@ -39,6 +65,7 @@ impl<B: Backend> Llava<B> {
             vision,
             projector,
             language,
+            predictors: None,
         })
     }
 

@@ -4,13 +4,14 @@ pub mod clip;
 pub mod config;
 pub mod llama;
 pub mod llava;
+pub mod predictor;
 pub mod preprocess;
 pub mod projector;
 pub mod weights;
 
 use crate::backend::Backend;
-use crate::error::Result;
-use weights::Weights;
+use crate::error::{Error, Result};
+use weights::{TensorView, Weights};
 
 /// Loads parameters under a name prefix, mirroring the checkpoint's module tree
 /// (`loader.at("encoder").at("layers.3")`), and checks every shape on the way in.
@@ -48,6 +49,33 @@ impl<'a, B: Backend> Loader<'a, B> {
     pub(crate) fn get(&self, leaf: &str, shape: &[usize]) -> Result<B::Weight> {
         let view = self.weights.get_shaped(&self.name(leaf), shape)?;
         self.backend.load_weight(&view)
+    }
+
+    /// A parameter stored as `parts` equal blocks of rows (a fused projection such as
+    /// `qkv`), loaded as one weight per block so each can be applied on its own.
+    pub(crate) fn get_row_blocks(&self, leaf: &str, shape: &[usize], parts: usize) -> Result<Vec<B::Weight>> {
+        let view = self.weights.get_shaped(&self.name(leaf), shape)?;
+        let rows = shape.first().copied().unwrap_or(0);
+        if rows == 0 || parts == 0 || !rows.is_multiple_of(parts) {
+            return Err(Error::internal(format!(
+                "tensor '{}' with {rows} rows cannot be split into {parts} blocks",
+                view.name
+            )));
+        }
+        let mut block_shape = shape.to_vec();
+        block_shape[0] = rows / parts;
+        let block_bytes = view.bytes.len() / parts;
+        (0..parts)
+            .map(|i| {
+                let block = TensorView {
+                    name: view.name,
+                    dtype: view.dtype,
+                    shape: &block_shape,
+                    bytes: &view.bytes[i * block_bytes..(i + 1) * block_bytes],
+                };
+                self.backend.load_weight(&block)
+            })
+            .collect()
     }
 
     /// For parameters a config flag may leave out (biases).

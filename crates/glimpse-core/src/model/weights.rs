@@ -87,6 +87,7 @@ pub struct WeightsSummary {
 }
 
 pub struct Weights {
+    /// The checkpoint directory (or the single file) the tensors come from.
     dir: PathBuf,
     files: Vec<MappedFile>,
     tensors: HashMap<String, Entry>,
@@ -129,9 +130,27 @@ impl Weights {
     /// (or, failing both, every `*.safetensors` file in `dir`).
     pub fn open(dir: &Path) -> Result<Self> {
         let plan = checkpoint_files(dir)?;
-        let mut files: Vec<MappedFile> = Vec::with_capacity(plan.files.len());
+        let weights = Self::map_files(dir, plan.files)?;
+        if let Some(index) = plan.index {
+            weights.check_index(&index)?;
+        }
+        Ok(weights)
+    }
+
+    /// Opens a single safetensors file on its own (a side file kept beside a checkpoint);
+    /// error messages name the file.
+    pub fn open_file(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::model(format!("{}: no such file", path.display())));
+        }
+        Self::map_files(path, vec![path.to_path_buf()])
+    }
+
+    /// Maps `files` and indexes their tensors; `origin` names the checkpoint in messages.
+    fn map_files(origin: &Path, paths: Vec<PathBuf>) -> Result<Self> {
+        let mut files: Vec<MappedFile> = Vec::with_capacity(paths.len());
         let mut tensors: HashMap<String, Entry> = HashMap::new();
-        for path in plan.files {
+        for path in paths {
             let map = map_file(&path)?;
             let index = files.len();
             for (name, mut entry) in parse_header(&path, &map)? {
@@ -148,15 +167,11 @@ impl Weights {
             }
             files.push(MappedFile { path, map });
         }
-        let weights = Weights {
-            dir: dir.to_path_buf(),
+        Ok(Weights {
+            dir: origin.to_path_buf(),
             files,
             tensors,
-        };
-        if let Some(index) = plan.index {
-            weights.check_index(&index)?;
-        }
-        Ok(weights)
+        })
     }
 
     /// Looks a tensor up by its llava-hf on-disk name, also trying the other layouts.
@@ -200,6 +215,11 @@ impl Weights {
 
     pub fn contains(&self, name: &str) -> bool {
         self.lookup(name).is_some()
+    }
+
+    /// Whether any tensor's stored name starts with `prefix` (no layout renaming).
+    pub fn has_stored_prefix(&self, prefix: &str) -> bool {
+        self.tensors.keys().any(|name| name.starts_with(prefix))
     }
 
     /// The checkpoint's own name for a requested tensor, if it has one.

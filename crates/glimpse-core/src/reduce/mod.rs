@@ -2,6 +2,7 @@
 //! interfaces in [`stages`], composed by a [`plan::ReduceSpec`] parsed from the user's
 //! `--reduce` string. Model code calls the interfaces and knows no method by name.
 
+pub mod dynamic;
 pub mod fastv;
 pub mod knobs;
 pub mod mustdrop;

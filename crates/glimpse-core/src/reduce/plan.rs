@@ -3,7 +3,7 @@
 
 use super::knobs::Knobs;
 use super::stages::{CachePolicy, EncoderReducer, PrefillFilter};
-use super::{fastv, mustdrop};
+use super::{dynamic, fastv, mustdrop};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::llava::Llava;
@@ -23,6 +23,7 @@ pub enum Method {
     None,
     MustDrop(mustdrop::Config),
     FastV(fastv::Config),
+    Dynamic(dynamic::Config),
 }
 
 /// A parsed, validated `--reduce` string.
@@ -52,6 +53,10 @@ pub const METHODS: &[(&str, &str)] = &[
         "keep=N | g=G,i=I; tau=0.8, merge=on, key_rate=0.08, layers=2/6/10/14, order=raster|reference, evict=0.1, warmup=32",
     ),
     ("fastv", "k=2, keep=N | r=R"),
+    (
+        "dynamic",
+        "keep_rate=R (default: the checkpoint's), text=on|off; needs Dynamic-LLaVA predictor weights",
+    ),
 ];
 
 impl ReduceSpec {
@@ -70,6 +75,7 @@ impl ReduceSpec {
             }
             "mustdrop" => Method::MustDrop(mustdrop::Config::parse(knobs)?),
             "fastv" => Method::FastV(fastv::Config::parse(knobs)?),
+            "dynamic" => Method::Dynamic(dynamic::Config::parse(knobs)?),
             other => {
                 let names: Vec<&str> = METHODS.iter().map(|(n, _)| *n).collect();
                 return Err(Error::usage(format!(
@@ -102,6 +108,7 @@ impl ReduceSpec {
             Method::None => {}
             Method::MustDrop(cfg) => mustdrop::build(cfg, model, &mut plan)?,
             Method::FastV(cfg) => fastv::build(cfg, model, &mut plan)?,
+            Method::Dynamic(cfg) => dynamic::build(cfg, model, &mut plan)?,
         }
         Ok(plan)
     }

@@ -58,8 +58,29 @@ pub struct ChatTemplate {
 impl ChatTemplate {
     /// Reads the template from chat_template.jinja, chat_template.json or tokenizer_config.json.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::from_dir_or(dir, None)
+    }
+
+    /// Like [`ChatTemplate::from_dir`], falling back to LLaVA's `vicuna_v1` conversation
+    /// when the directory has no template: original LLaVA checkpoints ship none, and this
+    /// is the format they were trained and evaluated with.
+    pub fn from_dir_or_vicuna_v1(dir: &Path) -> Result<Self> {
+        Self::from_dir_or(dir, Some(VICUNA_V1))
+    }
+
+    fn from_dir_or(dir: &Path, builtin: Option<&str>) -> Result<Self> {
         let tokenizer_config = read_optional_json(dir, "tokenizer_config.json")?;
-        let (source, source_file) = find_template(dir, tokenizer_config.as_ref())?;
+        let (source, source_file) = match (find_template(dir, tokenizer_config.as_ref())?, builtin) {
+            (Some(found), _) => found,
+            (None, Some(builtin)) => (builtin.to_owned(), "the built-in vicuna_v1 template".to_owned()),
+            (None, None) => {
+                return Err(Error::model(format!(
+                    "{} has no chat template (looked in chat_template.jinja, chat_template.json and \
+                     tokenizer_config.json)",
+                    dir.display()
+                )))
+            }
+        };
         let special_tokens = tokenizer_config
             .as_ref()
             .map(|config| {
@@ -114,34 +135,64 @@ impl ChatTemplate {
     }
 }
 
+/// LLaVA's `conv_vicuna_v1` (separator style TWO): the system line and a space, then
+/// `USER: {message} ` and `ASSISTANT: {message}</s>` turns, then `ASSISTANT:` to prompt the
+/// reply. A message's images come first as `<image>\n` each (LLaVA puts its one image
+/// before the question that way); its text parts are joined by spaces. A leading system
+/// message replaces the default system line.
+const VICUNA_V1: &str = r#"
+{%- set ns = namespace(system="A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.", start=0) -%}
+{%- if messages and messages[0]['role'] == 'system' -%}
+  {%- set ns.system = messages[0]['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}
+  {%- set ns.start = 1 -%}
+{%- endif -%}
+{{- ns.system + ' ' -}}
+{%- for message in messages[ns.start:] -%}
+  {%- if message['role'] == 'user' -%}
+    {%- set role = 'USER' -%}{%- set sep = ' ' -%}
+  {%- elif message['role'] == 'assistant' -%}
+    {%- set role = 'ASSISTANT' -%}{%- set sep = '</s>' -%}
+  {%- else -%}
+    {{- raise_exception("the vicuna_v1 conversation has user and assistant turns after an optional first system message, not '" + message['role'] + "'") -}}
+  {%- endif -%}
+  {%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}
+  {%- set images = message['content'] | selectattr('type', 'equalto', 'image') | list | length -%}
+  {%- if images == 0 and not text -%}
+    {{- role + ':' -}}
+  {%- else -%}
+    {{- role + ': ' -}}
+    {%- for _ in range(images) -%}{{- '<image>\n' -}}{%- endfor -%}
+    {{- text + sep -}}
+  {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}
+"#;
+
 /// Locates the template text: chat_template.jinja, then chat_template.json, then
-/// tokenizer_config.json. Returns the text and the name of the file it came from.
-fn find_template(dir: &Path, tokenizer_config: Option<&serde_json::Value>) -> Result<(String, String)> {
+/// tokenizer_config.json. Returns the text and the name of the file it came from, or
+/// `None` when there is no template at all.
+fn find_template(dir: &Path, tokenizer_config: Option<&serde_json::Value>) -> Result<Option<(String, String)>> {
     let jinja_path = dir.join("chat_template.jinja");
     if jinja_path.is_file() {
         let text = std::fs::read_to_string(&jinja_path)
             .map_err(|e| Error::model(format!("cannot read {}: {e}", jinja_path.display())))?;
-        return Ok((text, jinja_path.display().to_string()));
+        return Ok(Some((text, jinja_path.display().to_string())));
     }
     if let Some(config) = read_optional_json(dir, "chat_template.json")? {
         let path = dir.join("chat_template.json").display().to_string();
         return match config.get("chat_template").and_then(|t| t.as_str()) {
-            Some(text) => Ok((text.to_owned(), path)),
+            Some(text) => Ok(Some((text.to_owned(), path))),
             None => Err(Error::model(format!("{path} has no \"chat_template\" string"))),
         };
     }
     let path = dir.join("tokenizer_config.json").display().to_string();
     match tokenizer_config.and_then(|config| config.get("chat_template")) {
-        Some(serde_json::Value::String(text)) => Ok((text.clone(), path)),
-        Some(serde_json::Value::Array(named)) => default_of_named_templates(named, &path),
+        Some(serde_json::Value::String(text)) => Ok(Some((text.clone(), path))),
+        Some(serde_json::Value::Array(named)) => default_of_named_templates(named, &path).map(Some),
         Some(_) => Err(Error::model(format!(
             "\"chat_template\" in {path} is neither a string nor a list"
         ))),
-        None => Err(Error::model(format!(
-            "{} has no chat template (looked in chat_template.jinja, chat_template.json and \
-             tokenizer_config.json)",
-            dir.display()
-        ))),
+        None => Ok(None),
     }
 }
 
@@ -470,6 +521,46 @@ mod tests {
                 "chat_template": "{{ bos_token }}|{{ eos_token }}|{{ pad_token }}|{% if unk_token is defined %}unk{% endif %}"}"#,
         );
         assert_eq!(only_template(&dir), "<s>|</s>||");
+    }
+
+    /// Expected prompts are what LLaVA's `conv_vicuna_v1.get_prompt()` returns for the same
+    /// turns (with `<image>\n` put before the first question, as its eval scripts do).
+    #[test]
+    fn builtin_vicuna_v1_renders_like_llavas_conversation() {
+        let dir = ScratchDir::new("template-vicuna");
+        let vicuna = ChatTemplate::from_dir_or_vicuna_v1(dir.path()).unwrap();
+        let system = "A chat between a curious user and an artificial intelligence assistant. \
+                      The assistant gives helpful, detailed, and polite answers to the user's questions.";
+        let first = message("user", vec![ContentPart::Image, text("What is shown?")]);
+        assert_eq!(
+            vicuna.render(std::slice::from_ref(&first), true).unwrap(),
+            format!("{system} USER: <image>\nWhat is shown? ASSISTANT:")
+        );
+        let turns = [
+            first,
+            message("assistant", vec![text("A cat.")]),
+            message("user", vec![text("And the colour?")]),
+        ];
+        assert_eq!(
+            vicuna.render(&turns, true).unwrap(),
+            format!("{system} USER: <image>\nWhat is shown? ASSISTANT: A cat.</s>USER: And the colour? ASSISTANT:")
+        );
+        let with_system = [
+            message("system", vec![text("Be brief.")]),
+            message("user", vec![text("Hi")]),
+        ];
+        assert_eq!(vicuna.render(&with_system, false).unwrap(), "Be brief. USER: Hi ");
+        let err = vicuna.render(&[message("tool", vec![text("x")])], true).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Usage);
+        assert_eq!(
+            err.message,
+            "the chat template rejected the conversation: the vicuna_v1 conversation has user and assistant turns after an optional first system message, not 'tool'"
+        );
+
+        // A template in the directory wins over the built-in one.
+        dir.write("chat_template.jinja", "own");
+        let own = ChatTemplate::from_dir_or_vicuna_v1(dir.path()).unwrap();
+        assert_eq!(own.render(&turns, true).unwrap(), "own");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::normalize::{Normalize, PixelMap};
 use super::resample::Filter;
-use super::{ImageProcessorConfig, Resize, ResizeTarget, Size};
+use super::{ImageProcessorConfig, Resize, ResizeTarget, Size, SquarePad};
 use crate::error::{Error, Result};
 
 const PROCESSOR_FILE: &str = "processor_config.json";
@@ -24,14 +24,14 @@ const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
 const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 const DEFAULT_SIZE: usize = 224;
 
-pub fn read_dir(dir: &Path) -> Result<ImageProcessorConfig> {
+pub fn read_dir(dir: &Path, pad: SquarePad) -> Result<ImageProcessorConfig> {
     let processor_path = dir.join(PROCESSOR_FILE);
     if processor_path.is_file() {
         let root = read_json(&processor_path)?;
         match root.get("image_processor") {
             Some(Value::Object(settings)) => {
                 let source = format!("{} (\"image_processor\")", processor_path.display());
-                return from_settings(settings, &source);
+                return from_settings(settings, &source, pad);
             }
             None | Some(Value::Null) => {}
             Some(_) => {
@@ -51,14 +51,14 @@ pub fn read_dir(dir: &Path) -> Result<ImageProcessorConfig> {
     }
     let source = path.display().to_string();
     match read_json(&path)? {
-        Value::Object(settings) => from_settings(&settings, &source),
+        Value::Object(settings) => from_settings(&settings, &source, pad),
         _ => Err(Error::model(format!("{source}: expected a JSON object"))),
     }
 }
 
-pub fn parse_text(text: &str, source: &str) -> Result<ImageProcessorConfig> {
+pub fn parse_text(text: &str, source: &str, pad: SquarePad) -> Result<ImageProcessorConfig> {
     match serde_json::from_str(text) {
-        Ok(Value::Object(settings)) => from_settings(&settings, source),
+        Ok(Value::Object(settings)) => from_settings(&settings, source, pad),
         Ok(_) => Err(Error::model(format!("{source}: expected a JSON object"))),
         Err(e) => Err(Error::model(format!("{source}: invalid JSON: {e}"))),
     }
@@ -222,7 +222,7 @@ impl Settings<'_> {
     }
 }
 
-fn from_settings(map: &Map<String, Value>, source: &str) -> Result<ImageProcessorConfig> {
+fn from_settings(map: &Map<String, Value>, source: &str, pad: SquarePad) -> Result<ImageProcessorConfig> {
     let settings = Settings { map, source };
     if settings.get("image_grid_pinpoints").is_some() {
         return Err(Error::model(format!(
@@ -235,7 +235,7 @@ fn from_settings(map: &Map<String, Value>, source: &str) -> Result<ImageProcesso
     let image_std = settings.channels("image_std", CLIP_STD)?;
 
     let do_pad = settings.bool("do_pad", false)?;
-    let square_pad = if is_llava && do_pad {
+    let square_pad = if (is_llava && do_pad) || pad == SquarePad::MeanColour {
         Some(background_colour(image_mean, source)?)
     } else {
         None

@@ -3,8 +3,8 @@
 //! Reproduces transformers' PIL-backend image processors (`CLIPImageProcessor`,
 //! `LlavaImageProcessor`) on 8-bit RGB input, step for step:
 //!
-//! 1. `LlavaImageProcessor` with `do_pad`: pad to a centred square filled with the mean
-//!    colour (uint8).
+//! 1. `LlavaImageProcessor` with `do_pad` (or [`SquarePad::MeanColour`], for original
+//!    LLaVA checkpoints): pad to a centred square filled with the mean colour (uint8).
 //! 2. Resize with Pillow (uint8), to `{height, width}` or so the shortest edge matches.
 //! 3. Centre crop (uint8), zero-padding any axis shorter than the crop.
 //! 4. Rescale (computed in `f64`, stored as `f32`) and normalise (`f32`), channels first.
@@ -59,6 +59,16 @@ struct Resize {
     filter: Filter,
 }
 
+/// Whether images are padded to a square before the processor's own steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SquarePad {
+    /// As the processor config says (`LlavaImageProcessor` with `do_pad`).
+    AsConfigured,
+    /// Always, centred on the mean colour: original LLaVA's `image_aspect_ratio: "pad"`,
+    /// which pads before handing the image to a plain `CLIPImageProcessor`.
+    MeanColour,
+}
+
 /// The preprocessing one checkpoint asks for, with each optional step resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageProcessorConfig {
@@ -76,12 +86,22 @@ pub struct ImageProcessorConfig {
 impl ImageProcessorConfig {
     /// Reads preprocessor_config.json or processor_config.json.
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        config::read_dir(dir)
+        config::read_dir(dir, SquarePad::AsConfigured)
+    }
+
+    /// Like [`ImageProcessorConfig::from_dir`], with the pad-to-square step chosen by `pad`.
+    pub fn from_dir_with(dir: &Path, pad: SquarePad) -> Result<Self> {
+        config::read_dir(dir, pad)
     }
 
     /// Parses the text of a preprocessor_config.json; `source` names it in error messages.
     pub fn from_json_str(text: &str, source: &str) -> Result<Self> {
-        config::parse_text(text, source)
+        config::parse_text(text, source, SquarePad::AsConfigured)
+    }
+
+    /// Like [`ImageProcessorConfig::from_json_str`], with the pad-to-square step chosen by `pad`.
+    pub fn from_json_str_with(text: &str, source: &str, pad: SquarePad) -> Result<Self> {
+        config::parse_text(text, source, pad)
     }
 
     /// (height, width) of the pixel tensor this config produces.

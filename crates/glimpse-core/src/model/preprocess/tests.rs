@@ -495,3 +495,15 @@ fn center_crop_offsets_follow_floor_division() {
     assert_eq!(canvas::crop_axis(8, 5), (1..6, 0));
     assert_eq!(canvas::crop_axis(7, 7), (0..7, 0));
 }
+
+#[test]
+fn mean_colour_square_pad_makes_a_clip_processor_act_like_llavas() {
+    // The openai/clip-vit-large-patch14-336 settings, as original LLaVA's
+    // image_aspect_ratio "pad" uses them: the same steps as LlavaImageProcessor with do_pad.
+    let clip = r#"{"image_processor_type": "CLIPImageProcessor", "size": 336, "crop_size": 336, "resample": 3}"#;
+    let llava = r#"{"image_processor_type": "LlavaImageProcessor", "do_pad": true, "size": 336, "crop_size": 336, "resample": 3}"#;
+    let padded = ImageProcessorConfig::from_json_str_with(clip, "clip", SquarePad::MeanColour).unwrap();
+    assert_eq!(padded.square_pad, Some([122, 116, 104]));
+    assert_eq!(padded, parse(llava).unwrap());
+    assert_eq!(parse(clip).unwrap().square_pad, None);
+}
