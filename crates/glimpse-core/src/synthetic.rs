@@ -13,6 +13,7 @@ use safetensors::{Dtype, View};
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::model::predictor::PREDICTORS_FILE;
 
 /// Shapes of a synthetic LLaVA checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,8 +85,53 @@ impl SyntheticSpec {
                 "hidden_act": "silu",
                 "tie_word_embeddings": false
             },
-            "eos_token_id": 2
+            "eos_token_id": 2,
+            "sparse_config": {
+                "sparse_layer": 2,
+                "vision_keep_rate": 0.2,
+                "d_model": PREDICTOR_WIDTH,
+                "nhead": 8,
+                "dim_feedforward": PREDICTOR_FEEDFORWARD,
+                "num_layers": 2,
+                "use_output_text_predictor": true
+            }
         })
+    }
+
+    /// Dynamic-LLaVA's two predictors at their published sizes, by checkpoint name.
+    fn predictor_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let (h, dm, ff) = (self.text_hidden, PREDICTOR_WIDTH, PREDICTOR_FEEDFORWARD);
+        let mut t: Vec<(String, Vec<usize>)> = Vec::new();
+        let linear = |t: &mut Vec<(String, Vec<usize>)>, name: String, inp: usize, out: usize| {
+            t.push((format!("{name}.weight"), vec![out, inp]));
+            t.push((format!("{name}.bias"), vec![out]));
+        };
+        let norm = |t: &mut Vec<(String, Vec<usize>)>, name: String, d: usize| {
+            t.push((format!("{name}.weight"), vec![d]));
+            t.push((format!("{name}.bias"), vec![d]));
+        };
+        let image = "model.image_score_predictor";
+        norm(&mut t, format!("{image}.down_mlp.0"), h);
+        linear(&mut t, format!("{image}.down_mlp.1"), h, dm);
+        for i in 0..2 {
+            let block = format!("{image}.transformer.{i}");
+            norm(&mut t, format!("{block}.norm1"), dm);
+            t.push((format!("{block}.attn.qkv.weight"), vec![3 * dm, dm]));
+            linear(&mut t, format!("{block}.attn.proj"), dm, dm);
+            norm(&mut t, format!("{block}.norm2"), dm);
+            linear(&mut t, format!("{block}.mlp.fc1"), dm, ff);
+            linear(&mut t, format!("{block}.mlp.fc2"), ff, dm);
+        }
+        linear(&mut t, format!("{image}.output_mlp.0"), dm, dm / 2);
+        linear(&mut t, format!("{image}.output_mlp.2"), dm / 2, dm / 4);
+        linear(&mut t, format!("{image}.output_mlp.4"), dm / 4, 2);
+        let text = "model.output_text_score_predictor";
+        norm(&mut t, format!("{text}.output_mlp.0"), h);
+        linear(&mut t, format!("{text}.output_mlp.1"), h, dm);
+        linear(&mut t, format!("{text}.output_mlp.3"), dm, dm / 2);
+        linear(&mut t, format!("{text}.output_mlp.5"), dm / 2, dm / 4);
+        linear(&mut t, format!("{text}.output_mlp.7"), dm / 4, 2);
+        t
     }
 
     /// Every tensor of the checkpoint, by llava-hf name.
@@ -150,26 +196,30 @@ impl SyntheticSpec {
         t
     }
 
-    /// Writes config.json and a bf16 model.safetensors into `dir`.
+    /// Writes config.json, a bf16 model.safetensors and Dynamic-LLaVA predictors (random
+    /// too, so `--reduce dynamic` can be timed) into `dir`.
     pub fn write(&self, dir: &Path, seed: u64) -> Result<()> {
         let io = |e: std::io::Error| Error::input(format!("cannot write {}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(io)?;
         let config = serde_json::to_string_pretty(&self.config_json()).map_err(|e| Error::internal(e.to_string()))?;
         std::fs::write(dir.join("config.json"), config).map_err(io)?;
-        let tensors = self.tensors().into_iter().enumerate().map(|(i, (name, shape))| {
-            let fill = fill_for(&name);
-            (
-                name,
-                RandomTensor {
-                    shape,
-                    fill,
-                    seed: seed.wrapping_add(i as u64),
-                },
-            )
-        });
-        safetensors::serialize_to_file(tensors, None, &dir.join("model.safetensors"))
-            .map_err(|e| Error::input(format!("cannot write {}: {e}", dir.display())))
+        write_random(&dir.join("model.safetensors"), self.tensors(), seed)?;
+        write_random(&dir.join(PREDICTORS_FILE), self.predictor_tensors(), seed ^ 0x5eed)
     }
+}
+
+/// Width and MLP width of the synthetic Dynamic-LLaVA predictors (the released models').
+const PREDICTOR_WIDTH: usize = 512;
+const PREDICTOR_FEEDFORWARD: usize = 2048;
+
+fn write_random(path: &Path, tensors: Vec<(String, Vec<usize>)>, seed: u64) -> Result<()> {
+    let tensors = tensors.into_iter().enumerate().map(|(i, (name, shape))| {
+        let fill = fill_for(&name);
+        let seed = seed.wrapping_add(i as u64);
+        (name, RandomTensor { shape, fill, seed })
+    });
+    safetensors::serialize_to_file(tensors, None, path)
+        .map_err(|e| Error::input(format!("cannot write {}: {e}", path.display())))
 }
 
 /// How a tensor is initialised: norms start at identity so activations keep their scale.
