@@ -285,3 +285,317 @@ impl SparseVlmFilter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::reduce::EncodedImage;
+
+    const DIM: usize = 4;
+
+    fn tensor(b: &CpuBackend, data: &[f32], rows: usize) -> <CpuBackend as Backend>::Tensor {
+        let mut t = b.new_tensor();
+        b.upload(data, rows, data.len() / rows.max(1), &mut t);
+        t
+    }
+
+    /// A prompt of `before` text rows, then per image `tokens` visual rows (one patch
+    /// each) and `after` text rows.
+    fn prompt(
+        b: &CpuBackend,
+        images: usize,
+        tokens: usize,
+        before: usize,
+        after: usize,
+    ) -> (Sequence, Vec<EncodedImage<CpuBackend>>) {
+        let mut rows = Vec::new();
+        let text = |rows: &mut Vec<Row>| {
+            let i = rows.len() as u32;
+            rows.push(Row {
+                position: i,
+                origin: i,
+                vision: None,
+            })
+        };
+        (0..before).for_each(|_| text(&mut rows));
+        let mut encoded = Vec::new();
+        for image in 0..images as u32 {
+            for token in 0..tokens as u32 {
+                let i = rows.len() as u32;
+                rows.push(Row {
+                    position: i,
+                    origin: i,
+                    vision: Some(VisionRef { image, token }),
+                });
+            }
+            (0..after).for_each(|_| text(&mut rows));
+            encoded.push(EncodedImage {
+                embeddings: b.new_tensor(),
+                tokens: (0..tokens as u32).map(|p| VisionToken { patches: vec![p] }).collect(),
+                offsets: (0..tokens as u32).collect(),
+                keys: Vec::new(),
+                grid: 0,
+                window_similarity: Vec::new(),
+            });
+        }
+        (Sequence { rows }, encoded)
+    }
+
+    /// One filter step on random attention and hidden states.
+    struct Step {
+        seq: Sequence,
+        queries: Vec<usize>,
+        attention: Vec<f32>,
+        hidden: Vec<f32>,
+    }
+
+    fn random_step(filter: &SparseVlmFilter, seq: &Sequence, rng: &mut ChaCha8Rng) -> Step {
+        let queries = <SparseVlmFilter as PrefillFilter<CpuBackend>>::query_rows(filter, 0, seq);
+        let n = seq.len();
+        let mut attention = vec![0f32; queries.len() * n];
+        for (q, &row) in queries.iter().enumerate() {
+            for j in 0..=row {
+                attention[q * n + j] = rng.random_range(0.0..1.0);
+            }
+        }
+        let hidden = (0..n * DIM).map(|_| rng.random_range(-1.0..1.0)).collect();
+        Step {
+            seq: seq.clone(),
+            queries,
+            attention,
+            hidden,
+        }
+    }
+
+    fn run(
+        filter: &mut SparseVlmFilter,
+        b: &CpuBackend,
+        layer: usize,
+        step: &Step,
+        images: &[EncodedImage<CpuBackend>],
+    ) -> FilterOutput<CpuBackend> {
+        let hidden = tensor(b, &step.hidden, step.seq.len());
+        filter
+            .select(FilterInput {
+                b,
+                layer,
+                seq: &step.seq,
+                queries: &step.queries,
+                attention: &step.attention,
+                hidden: &hidden,
+                images,
+            })
+            .unwrap()
+    }
+
+    /// The rows that go on, as the driver builds them.
+    fn apply(seq: &Sequence, output: &FilterOutput<CpuBackend>) -> Sequence {
+        let mut rows = Vec::new();
+        let mut added = output.added.iter().peekable();
+        for &r in &output.keep {
+            rows.push(seq.rows[r]);
+            while let Some(a) = added.next_if(|a| a.after == r) {
+                rows.push(a.row);
+            }
+        }
+        assert!(added.next().is_none(), "every added row follows a kept row, in order");
+        Sequence { rows }
+    }
+
+    /// The patches each current row of `seq` stands for.
+    fn patches_of(
+        seq: &Sequence,
+        images: &[EncodedImage<CpuBackend>],
+        filter: &SparseVlmFilter,
+        row: usize,
+    ) -> Vec<u32> {
+        let v = seq.rows[row].vision.unwrap();
+        let encoded = &images[v.image as usize].tokens;
+        match (v.token as usize).checked_sub(encoded.len()) {
+            None => encoded[v.token as usize].patches.clone(),
+            Some(k) => filter.recycled[v.image as usize][k].patches.clone(),
+        }
+    }
+
+    #[test]
+    fn budget_mode_keeps_exactly_the_schedule_with_recycled_tokens() {
+        let b = CpuBackend::new(Some(1)).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (mut seq, images) = prompt(&b, 2, 60, 3, 5);
+        let layers = vec![1, 4, 6];
+        let mut filter = SparseVlmFilter::new(layers.clone(), Budget::Keep(12), true);
+        let embeddings: Vec<f32> = (0..seq.len() * DIM).map(|_| rng.random_range(-1.0..1.0)).collect();
+        filter.prepare(&b, &seq, &tensor(&b, &embeddings, seq.len())).unwrap();
+        assert!(filter.raters.iter().all(|r| !r.is_empty()));
+
+        let schedule = budget_schedule(60, 12, layers.len());
+        let mut made = [0usize; 2];
+        let mut next_origin = u32::MAX;
+        for (stage, &layer) in layers.iter().enumerate() {
+            let step = random_step(&filter, &seq, &mut rng);
+            let output = run(&mut filter, &b, layer, &step, &images);
+            let next = apply(&seq, &output);
+            let added_hidden = output.added_hidden.as_ref().map(|t| b.download(t)).unwrap_or_default();
+            assert_eq!(added_hidden.len(), output.added.len() * DIM);
+
+            for image in 0..2u32 {
+                assert_eq!(
+                    next.vision_rows(image).len(),
+                    schedule[stage],
+                    "image {image}, layer {layer}"
+                );
+                let kept = output
+                    .keep
+                    .iter()
+                    .filter(|&&r| seq.rows[r].vision.is_some_and(|v| v.image == image));
+                let last_kept = kept.max().copied();
+                let added: Vec<(usize, &AddedRow)> = output
+                    .added
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.row.vision.unwrap().image == image)
+                    .collect();
+                assert!(!added.is_empty(), "tokens were deleted, so some are recycled");
+                for (k, a) in added {
+                    assert_eq!(
+                        Some(a.after),
+                        last_kept,
+                        "recycled rows follow the image's last kept row"
+                    );
+                    let v = a.row.vision.unwrap();
+                    assert_eq!(v.token as usize, 60 + made[image as usize], "token index counts on");
+                    made[image as usize] += 1;
+                    assert_eq!(a.row.origin, next_origin, "recycled origins count down from the top");
+                    next_origin -= 1;
+                    // The members are the deleted rows whose patches the token covers;
+                    // its row is their mean and it sits at one of their positions.
+                    let members: Vec<usize> = (0..seq.len())
+                        .filter(|&r| !output.keep.contains(&r))
+                        .filter(|&r| seq.rows[r].vision.is_some_and(|v| v.image == image))
+                        .filter(|&r| {
+                            patches_of(&seq, &images, &filter, r)
+                                .iter()
+                                .all(|p| a.token.patches.contains(p))
+                        })
+                        .collect();
+                    let mut covered: Vec<u32> = members
+                        .iter()
+                        .flat_map(|&r| patches_of(&seq, &images, &filter, r))
+                        .collect();
+                    covered.sort_unstable();
+                    assert_eq!(covered, a.token.patches, "the patches are exactly the members'");
+                    assert!(members.iter().any(|&r| seq.rows[r].position == a.row.position));
+                    for c in 0..DIM {
+                        let mean = members.iter().map(|&r| step.hidden[r * DIM + c] as f64).sum::<f64>()
+                            / members.len() as f64;
+                        assert!((added_hidden[k * DIM + c] as f64 - mean).abs() < 1e-6);
+                    }
+                }
+            }
+            let origins: HashSet<u32> = next.rows.iter().map(|r| r.origin).collect();
+            assert_eq!(origins.len(), next.len(), "origins stay unique");
+            seq = next;
+        }
+        assert_eq!(*schedule.last().unwrap(), 12);
+    }
+
+    #[test]
+    fn without_recycling_the_budget_is_plain_top_k() {
+        let b = CpuBackend::new(Some(1)).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (seq, images) = prompt(&b, 1, 30, 2, 4);
+        let mut filter = SparseVlmFilter::new(vec![2], Budget::Keep(7), false);
+        filter.raters = vec![vec![32, 34]];
+        let step = random_step(&filter, &seq, &mut rng);
+        assert_eq!(step.queries, vec![32, 34]);
+        let output = run(&mut filter, &b, 2, &step, &images);
+        assert!(output.added.is_empty() && output.added_hidden.is_none());
+        // Score = mean of the two raters' rows; the top 7 by it, in sequence order.
+        let n = seq.len();
+        let mut columns: Vec<usize> = (2..32).collect();
+        let score = |c: usize| step.attention[c] + step.attention[n + c];
+        columns.sort_by(|&a, &c| score(c).total_cmp(&score(a)));
+        let mut expected: Vec<usize> = (0..2).chain(32..36).chain(columns[..7].iter().copied()).collect();
+        expected.sort_unstable();
+        assert_eq!(output.keep, expected);
+    }
+
+    /// Attention where both raters look at the image alike: the ratings have rank one.
+    fn rank_one_step(seq: &Sequence, queries: Vec<usize>) -> Step {
+        let n = seq.len();
+        let mut attention = vec![0f32; queries.len() * n];
+        for (q, &row) in queries.iter().enumerate() {
+            for j in 0..=row {
+                attention[q * n + j] = if seq.rows[j].vision.is_some() {
+                    ((j * 37) % 23) as f32 / 23.0 * (q + 1) as f32
+                } else {
+                    0.5
+                };
+            }
+        }
+        Step {
+            seq: seq.clone(),
+            queries,
+            attention,
+            hidden: (0..n * DIM).map(|i| (i % 7) as f32).collect(),
+        }
+    }
+
+    #[test]
+    fn rank_rule_keeps_int_rank_times_scale_plus_bias() {
+        let b = CpuBackend::new(Some(1)).unwrap();
+        let (seq, images) = prompt(&b, 1, 30, 2, 4);
+        let mut filter = SparseVlmFilter::new(vec![0], Budget::Rank { scale: 4.5, bias: 1.9 }, true);
+        filter.raters = vec![vec![33, 35]];
+        let step = rank_one_step(&seq, vec![33, 35]);
+        let output = run(&mut filter, &b, 0, &step, &images);
+        let kept_vision = output.keep.iter().filter(|&&r| seq.rows[r].vision.is_some()).count();
+        // Rank 1: int(4.5 + 1.9) = 6 kept; 24 deleted → pool 8 → one recycled token.
+        assert_eq!(kept_vision, 6);
+        assert_eq!(output.added.len(), 1);
+        assert_eq!(output.added[0].row.origin, u32::MAX);
+    }
+
+    #[test]
+    fn rank_rule_keeps_everything_at_full_rank() {
+        let b = CpuBackend::new(Some(1)).unwrap();
+        let (seq, images) = prompt(&b, 1, 2, 2, 4);
+        let mut filter = SparseVlmFilter::new(vec![0], Budget::Rank { scale: 0.1, bias: 0.0 }, true);
+        filter.raters = vec![vec![4, 5]];
+        let mut step = rank_one_step(&seq, vec![4, 5]);
+        // Two raters, two tokens, independent rows: rank 2 = all tokens.
+        let n = seq.len();
+        step.attention[2] = 0.9;
+        step.attention[3] = 0.1;
+        step.attention[n + 2] = 0.2;
+        step.attention[n + 3] = 0.7;
+        let output = run(&mut filter, &b, 0, &step, &images);
+        assert_eq!(output.keep, (0..seq.len()).collect::<Vec<_>>());
+        assert!(output.added.is_empty());
+        // Make the rows proportional: rank 1, so int(0.1) = 0 tokens are kept; the pool
+        // is int(0.6) + 1 = 1 token, the better scored (token 0), and its recycled token
+        // follows the text before the image.
+        step.attention[n + 2] = 1.8;
+        step.attention[n + 3] = 0.2;
+        let output = run(&mut filter, &b, 0, &step, &images);
+        assert_eq!(output.keep, vec![0, 1, 4, 5, 6, 7]);
+        assert_eq!(output.added.len(), 1);
+        assert_eq!(output.added[0].after, 1);
+        assert_eq!(output.added[0].token.patches, vec![0]);
+    }
+
+    #[test]
+    fn an_image_without_raters_is_an_input_error() {
+        let b = CpuBackend::new(Some(1)).unwrap();
+        let (seq, _) = prompt(&b, 1, 3, 2, 0);
+        let mut filter = SparseVlmFilter::new(vec![0], Budget::Keep(2), true);
+        let e = filter
+            .prepare(&b, &seq, &tensor(&b, &vec![0.5; seq.len() * DIM], seq.len()))
+            .unwrap_err();
+        assert!(e.message.contains("image 1 has no text after it"), "{}", e.message);
+    }
+}
