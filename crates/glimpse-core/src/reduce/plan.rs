@@ -150,6 +150,8 @@ mod tests {
         let spec = ReduceSpec::parse("fastv:k=3,keep=144,positions=compact").unwrap();
         assert_eq!(spec.positions, PositionMode::Compact);
         assert!(matches!(spec.method, Method::FastV(_)));
+        let spec = ReduceSpec::parse("sparsevlm:keep=64,recycle=off").unwrap();
+        assert!(matches!(spec.method, Method::SparseVlm(_)));
     }
 
     #[test]
