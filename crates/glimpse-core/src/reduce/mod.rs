@@ -10,6 +10,7 @@ pub mod plan;
 pub mod rank;
 pub mod report;
 pub mod sequence;
+pub mod sparsevlm;
 pub mod stages;
 
 pub use plan::{PositionMode, ReduceSpec, ReductionPlan};

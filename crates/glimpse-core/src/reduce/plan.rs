@@ -3,7 +3,7 @@
 
 use super::knobs::Knobs;
 use super::stages::{CachePolicy, EncoderReducer, PrefillFilter};
-use super::{dynamic, fastv, mustdrop};
+use super::{dynamic, fastv, mustdrop, sparsevlm};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::llava::Llava;
@@ -23,6 +23,7 @@ pub enum Method {
     None,
     MustDrop(mustdrop::Config),
     FastV(fastv::Config),
+    SparseVlm(sparsevlm::Config),
     Dynamic(dynamic::Config),
 }
 
@@ -53,6 +54,7 @@ pub const METHODS: &[(&str, &str)] = &[
         "keep=N | g=G,i=I; tau=0.8, merge=on, key_rate=0.08, layers=2/6/10/14, order=raster|reference, evict=0.1, warmup=32",
     ),
     ("fastv", "k=2, keep=N | r=R"),
+    ("sparsevlm", "keep=N | scale=S,bias=B; layers=2/6/15/19, recycle=on"),
     (
         "dynamic",
         "keep_rate=R (default: the checkpoint's), text=on|off; needs Dynamic-LLaVA predictor weights",
@@ -75,6 +77,7 @@ impl ReduceSpec {
             }
             "mustdrop" => Method::MustDrop(mustdrop::Config::parse(knobs)?),
             "fastv" => Method::FastV(fastv::Config::parse(knobs)?),
+            "sparsevlm" => Method::SparseVlm(sparsevlm::Config::parse(knobs)?),
             "dynamic" => Method::Dynamic(dynamic::Config::parse(knobs)?),
             other => {
                 let names: Vec<&str> = METHODS.iter().map(|(n, _)| *n).collect();
@@ -108,6 +111,7 @@ impl ReduceSpec {
             Method::None => {}
             Method::MustDrop(cfg) => mustdrop::build(cfg, model, &mut plan)?,
             Method::FastV(cfg) => fastv::build(cfg, model, &mut plan)?,
+            Method::SparseVlm(cfg) => sparsevlm::build(cfg, model, &mut plan)?,
             Method::Dynamic(cfg) => dynamic::build(cfg, model, &mut plan)?,
         }
         Ok(plan)
@@ -153,6 +157,8 @@ mod tests {
         let spec = ReduceSpec::parse("fastv:k=3,keep=144,positions=compact").unwrap();
         assert_eq!(spec.positions, PositionMode::Compact);
         assert!(matches!(spec.method, Method::FastV(_)));
+        let spec = ReduceSpec::parse("sparsevlm:keep=64,recycle=off").unwrap();
+        assert!(matches!(spec.method, Method::SparseVlm(_)));
     }
 
     #[test]
