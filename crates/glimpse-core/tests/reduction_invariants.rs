@@ -142,3 +142,22 @@ fn bad_budgets_are_usage_errors() {
     );
     assert_eq!(err.kind, glimpse_core::ErrorKind::Usage);
 }
+
+#[test]
+fn sparsevlm_specs_that_do_not_fit_the_model_are_usage_errors() {
+    let expected = Expected::load("reduce-sparsevlm-budget");
+    let engine = engine(&expected);
+    let fails = |spec: &str| {
+        engine
+            .next_token_logits(&request(&expected, spec, 1))
+            .unwrap_err()
+            .message
+    };
+    // 144 tokens to 4 in one step: deleting all 144 would still recycle 5.
+    let e = fails("sparsevlm:keep=4,layers=2");
+    assert!(e.contains("keep=4 leaves no room for the 5 recycled tokens"), "{e}");
+    let e = fails("sparsevlm:keep=145");
+    assert!(e.contains("keep=145 must be between 1 and the 144 tokens"), "{e}");
+    let e = fails("sparsevlm:scale=8,bias=0,layers=2/20");
+    assert!(e.contains("layer 20 does not exist"), "{e}");
+}
