@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Throughput benchmark (not a test): image encode, prefill and decode speed and peak
-# memory, for the embedded fixture model and for a random-weight checkpoint with
-# llava-1.5-7b's layer shapes (2 language layers, the full 24-layer CLIP-L/336 tower, bf16,
-# about 2 GB written to a temporary folder). One JSON object per model on stdout.
-# Extra arguments (e.g. --threads 4, --decode-tokens 64) go to every run.
+# Benchmarks (not tests). Each glimpse-bench run loads one model once and measures every
+# --reduce spec on the same prompt, printing one JSON object on stdout and a table of
+# ratios to the first spec (none) on stderr.
+#
+#  1. the fixture model (a quick sanity run);
+#  2. reductions on a random-weight checkpoint with llava-1.5-7b's shapes: the full
+#     24-layer CLIP-L/336 tower (576 image tokens) and 20 of the 32 Vicuna-7B layers (enough
+#     for every method's filter layers), bf16, about 9 GB written to a temporary folder;
+#  3. decode KV-cache bytes after 1,000 generated tokens with and without Dynamic-LLaVA's
+#     online admission (4 language layers, so it finishes in minutes).
+# Extra arguments (e.g. --threads 4) go to every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,4 +19,14 @@ workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 
 "$bench" --model test/fixtures/models/tiny-llava-mha "$@"
-"$bench" --synthetic-7b 2 --vision-layers 24 --workdir "$workdir/synthetic-7b" "$@"
+
+methods=(--reduce none)
+for keep in 192 128 64; do
+  methods+=(--reduce "fastv:k=2,keep=$keep" --reduce "sparsevlm:keep=$keep" --reduce "mustdrop:keep=$keep")
+done
+methods+=(--reduce dynamic)
+"$bench" --synthetic-7b 20 --vision-layers 24 --workdir "$workdir/synthetic-7b-20" --decode-tokens 4 "${methods[@]}" "$@"
+rm -rf "$workdir/synthetic-7b-20"
+
+"$bench" --synthetic-7b 4 --vision-layers 24 --workdir "$workdir/synthetic-7b-4" --decode-tokens 1000 \
+  --reduce dynamic:text=off --reduce dynamic "$@"
