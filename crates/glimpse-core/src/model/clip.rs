@@ -139,6 +139,18 @@ impl<B: Backend> ClipVision<B> {
         })
     }
 
+    /// Bidirectional multi-head attention over all of an image's rows.
+    fn attention_params(&self) -> AttentionParams {
+        let head_dim = self.cfg.hidden_size / self.cfg.num_attention_heads;
+        AttentionParams {
+            n_heads: self.cfg.num_attention_heads,
+            n_kv_heads: self.cfg.num_attention_heads,
+            head_dim,
+            causal: false,
+            scale: (head_dim as f32).powf(-0.5),
+        }
+    }
+
     /// Number of patches along one side.
     pub fn grid(&self) -> usize {
         self.cfg.image_size / self.cfg.patch_size
@@ -240,8 +252,6 @@ impl<B: Backend> ClipVision<B> {
         let Some(reducer) = reducer else {
             return Ok(Vec::new());
         };
-        let heads = self.cfg.num_attention_heads;
-        let head_dim = self.cfg.hidden_size / heads;
         let n = b.shape(x).0;
         let mut normed = b.new_tensor();
         b.layer_norm(
@@ -255,13 +265,7 @@ impl<B: Backend> ClipVision<B> {
         b.select_rows(&normed, &[0], &mut cls);
         q_proj.forward(b, &cls, &mut q);
         k_proj.forward(b, &normed, &mut k);
-        let params = AttentionParams {
-            n_heads: heads,
-            n_kv_heads: heads,
-            head_dim,
-            causal: false,
-            scale: (head_dim as f32).powf(-0.5),
-        };
+        let params = self.attention_params();
         let mut probs = Vec::new();
         b.attention_probs(&q, &k, n, &[n], params, &mut probs);
         reducer.keys(&probs[1..])
@@ -306,8 +310,6 @@ impl<B: Backend> ClipVision<B> {
 
     fn encoder_layer(&self, b: &B, layer: &EncoderLayer<B>, x: &mut B::Tensor, s: &mut Scratch<B>) {
         let eps = self.cfg.layer_norm_eps;
-        let heads = self.cfg.num_attention_heads;
-        let head_dim = self.cfg.hidden_size / heads;
         let n = b.shape(x).0;
 
         // self-attention block (pre-norm, residual)
@@ -321,13 +323,7 @@ impl<B: Backend> ClipVision<B> {
         layer.q_proj.forward(b, &s.normed, &mut s.q);
         layer.k_proj.forward(b, &s.normed, &mut s.k);
         layer.v_proj.forward(b, &s.normed, &mut s.v);
-        let params = AttentionParams {
-            n_heads: heads,
-            n_kv_heads: heads,
-            head_dim,
-            causal: false,
-            scale: (head_dim as f32).powf(-0.5),
-        };
+        let params = self.attention_params();
         b.attention(&s.q, &s.k, &s.v, n, params, &mut s.attn);
         layer.out_proj.forward(b, &s.attn, &mut s.proj);
         b.add(x, &s.proj);
