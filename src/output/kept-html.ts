@@ -26,7 +26,12 @@ export function keptHtml({ images, answer, report }: KeptPage): string {
     })
     .join('\n');
   const spans = answerSpans(answer, report.decode_admitted).join('');
+  const decided = report.decode_admitted.length;
   const dropped = report.decode_admitted.filter((admitted) => !admitted).length;
+  const greyed =
+    decided === 0
+      ? 'No cache policy decided which generated tokens to keep.'
+      : `Grey answer text: tokens whose keys and values were not kept (${dropped} of ${decided}).`;
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -35,7 +40,7 @@ export function keptHtml({ images, answer, report }: KeptPage): string {
 <style>
 body { font-family: system-ui, sans-serif; margin: 2rem; max-width: 60rem; }
 figure { display: inline-block; margin: 0 1rem 1rem 0; }
-img { max-width: 100%; image-rendering: pixelated; }
+img { width: 24rem; max-width: 100%; height: auto; image-rendering: pixelated; }
 .answer { white-space: pre-wrap; font-size: 1.1rem; line-height: 1.6; }
 .answer .not-kept { color: #aaa; }
 .legend { color: #555; font-size: 0.9rem; }
@@ -46,7 +51,7 @@ img { max-width: 100%; image-rendering: pixelated; }
 ${figures}
 <p class="legend">Whitened patches: visual tokens dropped during prefill (lighter: evicted while decoding).
 Outlined: one token standing for several patches. Dot: key token.
-Grey answer text: tokens whose keys and values were not kept (${dropped} of ${report.decode_admitted.length}).</p>
+${greyed}</p>
 <p class="answer">${spans}</p>
 </body>
 </html>

@@ -226,6 +226,7 @@ impl Engine {
             on_event,
             stats,
         )?;
+        output.reduction.spec = request.reduce.text.clone();
         for (report, image) in output.reduction.images.iter_mut().zip(&request.images) {
             report.geometry = Some(self.image_processor.geometry(image)?);
         }
