@@ -94,6 +94,19 @@ test('--stats shows the reduction in the JSON names, with the same values as --j
   assert.is(row('decode_evicted'), undefined);
 });
 
+test('evictions while decoding show under --stats, as many as --json reports', () => {
+  const model = join(FIXTURES, 'models', 'tiny-llava-reduce');
+  const args = ['ask', '--model', model, '--max-tokens', '8', '--reduce', 'mustdrop:keep=16,evict=0.5,warmup=2'];
+  const text = runCli([...args, '--stats', RINGS, 'What is in this picture?']);
+  assert.is(text.code, 0, text.stderr);
+  const json = runCli([...args, '--json', RINGS, 'What is in this picture?']);
+  const done = JSON.parse(json.stdout.trimEnd().split('\n').at(-1)!) as { reduction: { decode_evicted: unknown[] } };
+  const evicted = done.reduction.decode_evicted.length;
+  assert.ok(evicted > 0, 'nothing evicted');
+  assert.ok(text.stderr.includes(`\ndecode_evicted        ${evicted}\n`), text.stderr);
+  assert.not.ok(text.stderr.includes('decode_kv_admitted'), text.stderr);
+});
+
 test('--json carries the reduction report in its done event only when --reduce is given', () => {
   const events = (args: string[]) =>
     runCli([...ASK, '--json', ...args, RINGS, 'What is this?'])

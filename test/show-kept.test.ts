@@ -19,6 +19,8 @@ import { removeTempDirs, tempDir } from './helpers/files.js';
 test.after.each(removeTempDirs);
 
 const MODEL = join(FIXTURES, 'models', 'tiny-llava-mha');
+/** Twenty language-model layers: room for MustDrop's filter layers. */
+const REDUCE_MODEL = join(FIXTURES, 'models', 'tiny-llava-reduce');
 // FastV with k=1 filters after layer 0, which the two-layer fixture model has.
 const KEEP = 40;
 const REDUCE = `fastv:k=1,keep=${KEEP}`;
@@ -27,10 +29,20 @@ const SHAPES = join(FIXTURES, 'images', 'shapes-64x40.png');
 
 type Event = Record<string, unknown>;
 
-/** Runs `ask --json` with `--show-kept target` and returns the final event's reduction report. */
-function askShowingKept(target: string, images: string[], extra: string[] = []): { report: ReductionReport; answer: Event[] } {
-  const args = ['ask', '--model', MODEL, '--json', '--max-tokens', '6', '--reduce', REDUCE, '--show-kept', target];
-  const result = runCli([...args, ...extra, ...images, 'What is in this picture?']);
+interface Run {
+  model?: string;
+  reduce?: string;
+  maxTokens?: number;
+}
+
+/** Runs `ask --json --show-kept target`; returns the reduction report of its done event and its tokens. */
+function askShowingKept(
+  target: string,
+  images: string[],
+  { model = MODEL, reduce = REDUCE, maxTokens = 6 }: Run = {},
+): { report: ReductionReport; answer: Event[] } {
+  const args = ['ask', '--model', model, '--json', '--max-tokens', String(maxTokens), '--reduce', reduce];
+  const result = runCli([...args, '--show-kept', target, ...images, 'What is in this picture?']);
   assert.is(result.code, 0, result.stderr);
   assert.is(result.stderr, '');
   const events = result.stdout
@@ -48,49 +60,82 @@ async function readRgb(path: string): Promise<RgbImage> {
   return { width: info.width, height: info.height, data: new Uint8Array(data) };
 }
 
-/** Source-pixel boxes [x0, y0, x1, y1) of the patches whose every token was dropped. */
-function droppedBoxes(report: ImageReport): number[][] {
+type Box = [number, number, number, number];
+
+/** A patch's box [x0, y0, x1, y1) on the source image, from the report's geometry. */
+function sourceBox(report: ImageReport, patch: number): Box {
   const geometry = report.geometry!;
-  const patch = geometry.canvas_width / report.grid;
-  const kept = new Set(report.tokens.filter((t) => t.dropped_after_layer === null).flatMap((t) => t.patches));
-  const boxes: number[][] = [];
-  for (let p = 0; p < report.grid * report.grid; p += 1) {
-    if (kept.has(p)) continue;
-    const [px, py] = [p % report.grid, Math.floor(p / report.grid)];
-    boxes.push([
-      px * patch * geometry.scale_x + geometry.offset_x,
-      py * patch * geometry.scale_y + geometry.offset_y,
-      (px + 1) * patch * geometry.scale_x + geometry.offset_x,
-      (py + 1) * patch * geometry.scale_y + geometry.offset_y,
-    ]);
-  }
-  return boxes;
+  const size = geometry.canvas_width / report.grid;
+  const [px, py] = [patch % report.grid, Math.floor(patch / report.grid)];
+  return [
+    px * size * geometry.scale_x + geometry.offset_x,
+    py * size * geometry.scale_y + geometry.offset_y,
+    (px + 1) * size * geometry.scale_x + geometry.offset_x,
+    (py + 1) * size * geometry.scale_y + geometry.offset_y,
+  ];
 }
 
+const inBox = ([x0, y0, x1, y1]: Box, x: number, y: number) => x >= x0 && x < x1 && y >= y0 && y < y1;
+
 /**
- * Every pixel whose centre lies in a dropped patch is blended towards white; every other
- * pixel is exactly the original. Returns how many pixels were whitened.
+ * What the drawing must be, from the report alone: per patch, kept while any token standing
+ * for it stayed, evicted when the last one left during decoding, dropped otherwise; the border
+ * of a token standing for several patches, one source pixel wide inside it, in the outline
+ * colour. Patches of key tokens (their dot has its own test) are left out.
  */
-function assertWhitenedExactlyInDroppedBoxes(drawn: RgbImage, original: RgbImage, report: ImageReport): number {
+function expectedDrawing(report: ImageReport) {
+  const rank = { dropped: 0, evicted: 1, kept: 2 } as const;
+  const state = new Map<number, keyof typeof rank>();
+  const keyPatches = new Set<number>();
+  const borders: Box[] = [];
+  for (const token of report.tokens) {
+    const tokenState = token.dropped_after_layer !== null ? 'dropped' : token.evicted_at_step !== null ? 'evicted' : 'kept';
+    for (const patch of token.patches) {
+      if (rank[tokenState] >= rank[state.get(patch) ?? 'dropped']) state.set(patch, tokenState);
+      if (token.key) keyPatches.add(patch);
+      if (token.patches.length < 2) continue;
+      const [x0, y0, x1, y1] = sourceBox(report, patch);
+      const outside = (dx: number, dy: number) => {
+        const [nx, ny] = [(patch % report.grid) + dx, Math.floor(patch / report.grid) + dy];
+        return !(nx >= 0 && ny >= 0 && nx < report.grid && ny < report.grid && token.patches.includes(ny * report.grid + nx));
+      };
+      if (outside(0, -1)) borders.push([x0, y0, x1, y0 + 1]);
+      if (outside(0, 1)) borders.push([x0, y1 - 1, x1, y1]);
+      if (outside(-1, 0)) borders.push([x0, y0, x0 + 1, y1]);
+      if (outside(1, 0)) borders.push([x1 - 1, y0, x1, y1]);
+    }
+  }
+  const boxes = [...state.keys()].map((patch) => ({ patch, box: sourceBox(report, patch) }));
+  return { state, keyPatches, borders, boxes };
+}
+
+/** Checks every pixel of `drawn`; returns how many pixels each patch state covered. */
+function assertDrawing(drawn: RgbImage, original: RgbImage, report: ImageReport): Record<string, number> {
   assert.equal([drawn.width, drawn.height], [original.width, original.height]);
-  const boxes = droppedBoxes(report);
-  let whitened = 0;
+  const { state, keyPatches, borders, boxes } = expectedDrawing(report);
+  const counts: Record<string, number> = { kept: 0, evicted: 0, dropped: 0, outline: 0 };
   for (let y = 0; y < original.height; y += 1) {
     for (let x = 0; x < original.width; x += 1) {
       const [cx, cy] = [x + 0.5, y + 0.5];
-      const inDropped = boxes.some(([x0, y0, x1, y1]) => cx >= x0! && cx < x1! && cy >= y0! && cy < y1!);
-      for (let c = 0; c < 3; c += 1) {
-        const at = (y * original.width + x) * 3 + c;
-        const source = original.data[at]!;
-        const expected = inDropped ? Math.round(source + (255 - source) * DROPPED_WHITEN) : source;
-        if (drawn.data[at] !== expected) {
-          assert.unreachable(`pixel (${x}, ${y}) channel ${c}: ${drawn.data[at]}, expected ${expected}`);
-        }
+      const patch = boxes.find(({ box }) => inBox(box, cx, cy))?.patch;
+      if (patch !== undefined && keyPatches.has(patch)) continue;
+      const at = (y * original.width + x) * 3;
+      const source = Array.from(original.data.subarray(at, at + 3));
+      let expected = source;
+      if (patch !== undefined) {
+        const whiten = { kept: 0, evicted: EVICTED_WHITEN, dropped: DROPPED_WHITEN }[state.get(patch)!];
+        expected = source.map((v) => Math.round(v + (255 - v) * whiten));
+        counts[state.get(patch)!]! += 1;
       }
-      if (inDropped) whitened += 1;
+      if (borders.some((box) => inBox(box, cx, cy))) {
+        expected = [...OUTLINE_COLOUR];
+        counts.outline! += 1;
+      }
+      const actual = Array.from(drawn.data.subarray(at, at + 3));
+      if (actual.join() !== expected.join()) assert.unreachable(`pixel (${x}, ${y}) is ${actual}, expected ${expected}`);
     }
   }
-  return whitened;
+  return counts;
 }
 
 test('the PNG whitens exactly the patches of dropped tokens, on the source image', async () => {
@@ -112,8 +157,25 @@ test('the PNG whitens exactly the patches of dropped tokens, on the source image
     content: [0, 0, 48, 48],
   });
   const drawn = await readRgb(join(dir, 'kept.png'));
-  const whitened = assertWhitenedExactlyInDroppedBoxes(drawn, await loadImage(RINGS), image);
-  assert.is(whitened, (144 - KEEP) * 6 * 6);
+  const counts = assertDrawing(drawn, await loadImage(RINGS), image);
+  // 72 columns of 90 are in the crop.
+  assert.equal(counts, { kept: KEEP * 36, evicted: 0, dropped: (144 - KEEP) * 36, outline: 0 });
+});
+
+test('MustDrop: merged tokens outlined, dropped and evicted ones whitened, all else untouched', async () => {
+  const dir = tempDir();
+  // A low merge threshold merges windows of this random model; a high eviction share after
+  // two steps evicts some tokens while decoding.
+  const reduce = 'mustdrop:keep=16,tau=0.3,evict=0.5,warmup=2';
+  const { report } = askShowingKept(join(dir, 'kept.png'), [RINGS], { model: REDUCE_MODEL, reduce, maxTokens: 8 });
+  const image = report.images[0]!;
+  const tokens = image.tokens;
+  assert.ok(tokens.some((t) => t.patches.length > 1 && t.dropped_after_layer === null), 'no kept merged token');
+  assert.ok(tokens.some((t) => t.patches.length > 1 && t.dropped_after_layer !== null), 'no dropped merged token');
+  assert.ok(tokens.some((t) => t.evicted_at_step !== null), 'no evicted token');
+  assert.ok(image.keys.length > 0, 'no key token');
+  const counts = assertDrawing(await readRgb(join(dir, 'kept.png')), await loadImage(RINGS), image);
+  for (const [name, count] of Object.entries(counts)) assert.ok(count > 0, `no ${name} pixel`);
 });
 
 test('several images give FILE-1.png, FILE-2.png, each drawn from its own report', async () => {
@@ -122,8 +184,8 @@ test('several images give FILE-1.png, FILE-2.png, each drawn from its own report
   assert.is(report.images.length, 2);
   for (const [i, path] of [RINGS, SHAPES].entries()) {
     const drawn = await readRgb(join(dir, `kept-${i + 1}.png`));
-    const whitened = assertWhitenedExactlyInDroppedBoxes(drawn, await loadImage(path), report.images[i]!);
-    assert.ok(whitened > 0, `image ${i + 1}: nothing whitened`);
+    const counts = assertDrawing(drawn, await loadImage(path), report.images[i]!);
+    assert.ok(counts.dropped! > 0, `image ${i + 1}: nothing whitened`);
   }
 });
 
@@ -135,7 +197,7 @@ test('the HTML page embeds the same drawing and every answer token', async () =>
   assert.ok(dataUrl, 'no embedded PNG');
   const { data, info } = await sharp(Buffer.from(dataUrl[1]!, 'base64')).raw().toBuffer({ resolveWithObject: true });
   const embedded = { width: info.width, height: info.height, data: new Uint8Array(data) };
-  assertWhitenedExactlyInDroppedBoxes(embedded, await loadImage(RINGS), report.images[0]!);
+  assertDrawing(embedded, await loadImage(RINGS), report.images[0]!);
   // FastV decides nothing while decoding: every token is plain.
   assert.equal(report.decode_admitted, []);
   const spans = [...html.matchAll(/<span( class="[^"]*")?( data-token="(\d+)")?>([^<]*)<\/span>/g)];
