@@ -2,8 +2,10 @@
 // fail early with one line, the engine's numbers reach `--stats`, `--json` and caption
 // records, and the help lists the engine's methods.
 
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
+import sharp from 'sharp';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
@@ -144,6 +146,18 @@ test('video reduces every frame', () => {
     .find((event) => event.type === 'stats')!;
   assert.is(stats.vision_tokens_in, 288);
   assert.is(stats.after_prefill, 80);
+});
+
+test('video --show-kept draws each frame of the summary', async () => {
+  const dir = tempDir();
+  const args = ['video', '--model', MODEL, '--max-tokens', '2', '--frames', '2', '--reduce', REDUCE];
+  const result = runCli([...args, '--show-kept', join(dir, 'kept.png'), SQUARE_VIDEO]);
+  assert.is(result.code, 0, result.stderr);
+  assert.equal(readdirSync(dir).sort(), ['kept-1.png', 'kept-2.png']);
+  for (const file of ['kept-1.png', 'kept-2.png']) {
+    const { width, height } = await sharp(join(dir, file)).metadata();
+    assert.equal([width, height], [64, 48]);
+  }
 });
 
 test('help lists every method the engine knows, with its settings', () => {
