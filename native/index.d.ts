@@ -21,6 +21,13 @@ export declare class Model {
   generate(request: GenerateRequestInput, onEvent: (event: TokenEvent) => unknown, signal?: AbortSignal | undefined | null): Promise<Record<string, unknown>>
 }
 
+/**
+ * Throws the engine's usage error (`code` `GLIMPSE_USAGE`) if `spec` is not a valid
+ * reduction spec. Whether it fits a given model (its layers, its image tokens) is only
+ * known once the model is loaded.
+ */
+export declare function checkReduceSpec(spec: string): void
+
 /** One part of a message in Hugging Face's format: `{type: 'image'}` or `{type: 'text', text}`. */
 export interface ContentPartInput {
   type: 'image' | 'text'
@@ -43,6 +50,8 @@ export interface GenerateRequestInput {
   stop?: Array<string>
   /** Keep generating through end-of-sequence tokens (for benchmarks); off by default. */
   ignoreEos?: boolean
+  /** Visual-token reduction spec (`mustdrop:keep=64`); none by default. */
+  reduce?: string
 }
 
 /** A decoded image: 8-bit RGB, row-major, `width * height * 3` bytes. */
@@ -70,6 +79,16 @@ export interface MessageInput {
   role: string
   content: string | Array<ContentPartInput>
 }
+
+/** A reduction method and the settings its spec string takes. */
+export interface ReductionMethod {
+  name: string
+  /** `k=v` settings with their defaults, `|` between alternatives. */
+  settings: string
+}
+
+/** Every method `reduce` accepts, in the engine's order. */
+export declare function reductionMethods(): Array<ReductionMethod>
 
 /**
  * Streamed while generating: the text completed by the latest token (empty while a

@@ -773,7 +773,9 @@ if (
   }
 }
 
-const { Model, loadModel } = nativeBinding
+const { Model, checkReduceSpec, loadModel, reductionMethods } = nativeBinding
 export { Model }
+export { checkReduceSpec }
 export { loadModel }
+export { reductionMethods }
 export const __napiBindingTarget = __napiLoadedBindingTarget

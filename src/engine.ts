@@ -23,7 +23,82 @@ export interface ModelInfo {
 }
 
 /** Numbers a generation reports, under the vocabulary shared by CLI and JSON output. */
-export type GenerationStats = Record<string, number>;
+export interface GenerationStats {
+  /** The `--reduce` spec the run used. */
+  reduce: string;
+  prompt_tokens: number;
+  generated_tokens: number;
+  /** Visual tokens the images bring, summed over images. */
+  vision_tokens_in: number;
+  /** After merging in the vision tower. */
+  after_encoder: number;
+  /** Entering the language-model layers after the last prefill filter. */
+  after_prefill: number;
+  /** Visual rows each language-model layer processed during prefill. */
+  layer_vision_tokens: number[];
+  /** Mean of `layer_vision_tokens` per image. */
+  equal_tokens: number;
+  flops_prefill: number;
+  flops_vision: number;
+  kv_bytes_peak: number;
+  kv_bytes_final: number;
+  decode_kv_admitted: number;
+  decode_kv_rejected: number;
+  decode_evicted: number;
+  ms_encode: number;
+  ms_prefill: number;
+  ms_decode: number;
+  tokens_per_s: number;
+  prefill_tokens_per_s: number;
+}
+
+/**
+ * Where the model's canvas lies on the source image: canvas point (x, y) is source point
+ * (x·scale_x + offset_x, y·scale_y + offset_y), both in pixels with edges at whole numbers.
+ */
+export interface ImageGeometry {
+  canvas_width: number;
+  canvas_height: number;
+  scale_x: number;
+  scale_y: number;
+  offset_x: number;
+  offset_y: number;
+  /** [left, top, right, bottom] of the canvas part holding image pixels (the rest is padding). */
+  content: [number, number, number, number];
+}
+
+/** One visual token: the patches it stands for and what the reduction did to it. */
+export interface TokenReport {
+  /** Raster indices into the image's patch grid. */
+  patches: number[];
+  key: boolean;
+  /** Made by a filter from dropped tokens. */
+  recycled: boolean;
+  /** The layer after which a prefill filter removed it. */
+  dropped_after_layer: number | null;
+  /** The decode step at which the cache policy evicted it. */
+  evicted_at_step: number | null;
+}
+
+export interface ImageReport {
+  /** Patches per side. */
+  grid: number;
+  tokens: TokenReport[];
+  keys: number[];
+  window_similarity: number[];
+  geometry: ImageGeometry | null;
+}
+
+/** What a reduction did to each visual token and to the generated tokens. */
+export interface ReductionReport {
+  spec: string;
+  images: ImageReport[];
+  /** Per filter layer, the tokens of each image that went on. */
+  filters: Array<{ layer: number; kept: number[][] }>;
+  /** For each generated token fed back, whether its keys/values stayed in the cache (empty without such a policy). */
+  decode_admitted: boolean[];
+  decode_evicted: Array<{ step: number; image: number; token: number }>;
+}
 
 export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
 
@@ -32,6 +107,7 @@ export interface GenerateOutput {
   token_ids: number[];
   finish_reason: FinishReason;
   stats: GenerationStats;
+  reduction: ReductionReport;
 }
 
 export type ContentPart = { type: 'image' } | { type: 'text'; text: string };
@@ -57,6 +133,8 @@ export interface GenerateRequest extends SamplingOptions {
   messages: Message[];
   /** Fill the `{type: 'image'}` parts of `messages`, in order. */
   images: RgbImage[];
+  /** Visual-token reduction spec, e.g. `mustdrop:keep=64`; none when left out. */
+  reduce?: string;
 }
 
 /**
@@ -64,6 +142,26 @@ export interface GenerateRequest extends SamplingOptions {
  * without `id` releases text the engine held back; all texts together are the answer.
  */
 export type TokenEvent = native.TokenEvent;
+
+/** A reduction method and the `k=v` settings its spec takes. */
+export type ReductionMethod = native.ReductionMethod;
+
+/** The reduction methods the engine knows, in its order. */
+export function reductionMethods(): ReductionMethod[] {
+  return native.reductionMethods();
+}
+
+/**
+ * Throws a usage error unless `spec` is a valid `--reduce` spec. Needs no model, so a typo
+ * fails at once; whether the spec fits a model is checked when it generates.
+ */
+export function checkReduceSpec(spec: string): void {
+  try {
+    native.checkReduceSpec(spec);
+  } catch (error) {
+    throw toGlimpseError(error);
+  }
+}
 
 /** A running generation: iterate it for tokens, then read `result`. */
 export class Generation implements AsyncIterable<TokenEvent> {

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
-import { type GenerateOutput, Generation, type TokenEvent } from '../src/engine.js';
+import { type GenerateOutput, type GenerationStats, Generation, type TokenEvent } from '../src/engine.js';
 import { GlimpseError } from '../src/errors.js';
 import { glimpseErrorMessage } from './helpers/errors.js';
 
@@ -9,7 +9,8 @@ const OUTPUT: GenerateOutput = {
   text: 'a cat',
   token_ids: [7, 8],
   finish_reason: 'eos',
-  stats: { generated_tokens: 2 },
+  stats: { generated_tokens: 2 } as GenerationStats,
+  reduction: { spec: 'none', images: [], filters: [], decode_admitted: [], decode_evicted: [] },
 };
 
 async function collect(generation: Generation): Promise<TokenEvent[]> {

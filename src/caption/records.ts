@@ -10,8 +10,8 @@ export interface CaptionRecord {
   caption: string;
   /** The model directory the caption came from. */
   model: string;
-  /** The visual-token reduction applied; none exists yet. */
-  reduce: 'none';
+  /** The visual-token reduction applied (`--reduce`), `none` without one. */
+  reduce: string;
   seed: number;
   prompt_tokens: number;
   generated_tokens: number;

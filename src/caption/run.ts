@@ -4,8 +4,8 @@
 
 import { performance } from 'node:perf_hooks';
 
-import type { GenerateOutput, GenerationStats, Message, Model, SamplingOptions } from '../engine.js';
-import { GlimpseError, toGlimpseError } from '../errors.js';
+import type { GenerateOutput, Message, Model, SamplingOptions } from '../engine.js';
+import { toGlimpseError } from '../errors.js';
 import type { BatchProgress } from '../output/progress.js';
 import { type PreparedImage, prepareImage, type ReadyImage } from './prepare.js';
 import type { CaptionRecord, FailureRecord } from './records.js';
@@ -19,6 +19,8 @@ export interface CaptionJob {
   /** The conversation for one image: a single image part, then the prompt. */
   messages: Message[];
   sampling: SamplingOptions & { seed: number };
+  /** `--reduce`, for every image. */
+  reduce: string | undefined;
   maxPixels: number | undefined;
   /** Aborting stops the current generation at its next token and ends the run. */
   signal: AbortSignal;
@@ -73,7 +75,7 @@ async function captionOne(
 ): Promise<CaptionRecord | FailureRecord | 'cancelled'> {
   let output: GenerateOutput;
   try {
-    const request = { messages: job.messages, images: [image], ...job.sampling };
+    const request = { messages: job.messages, images: [image], reduce: job.reduce, ...job.sampling };
     output = await job.model.generate(request, job.signal).result;
   } catch (error) {
     const failure = toGlimpseError(error);
@@ -89,20 +91,14 @@ async function captionOne(
     sha256,
     caption: output.text.trim(),
     model: job.modelName,
-    reduce: 'none',
+    reduce: output.stats.reduce,
     seed: job.sampling.seed,
-    prompt_tokens: requiredStat(output.stats, 'prompt_tokens'),
-    generated_tokens: requiredStat(output.stats, 'generated_tokens'),
+    prompt_tokens: output.stats.prompt_tokens,
+    generated_tokens: output.stats.generated_tokens,
     finish_reason: output.finish_reason,
     ms: roundTo(performance.now() - startedAt, 1),
     stats: output.stats,
   };
-}
-
-function requiredStat(stats: GenerationStats, name: string): number {
-  const value = stats[name];
-  if (value === undefined) throw new GlimpseError('internal', `internal error: the engine reported no ${name}`);
-  return value;
 }
 
 function roundTo(value: number, decimals: number): number {

@@ -6,19 +6,28 @@ import { text as readAll } from 'node:stream/consumers';
 import { Option } from 'clipanion';
 import * as t from 'typanion';
 
-import { type GenerateOutput, type Message, Model } from '../engine.js';
+import { checkReduceSpec, type GenerateOutput, type Message, Model } from '../engine.js';
 import { EXIT_CODES, GlimpseError } from '../errors.js';
 import { Interrupt } from '../interrupt.js';
 import { DEFAULT_MAX_PIXELS, hasImageExtension, loadImage, type RgbImage } from '../media/image.js';
 import { resolveModelDir } from '../model-path.js';
 import { NdjsonWriter } from '../output/ndjson.js';
 import { startProgress } from '../output/spinner.js';
+import type { AnswerPiece } from '../output/kept-html.js';
+import { checkShowKeptPath, writeShowKept } from '../output/show-kept.js';
 import { formatStats } from '../output/stats.js';
 import { TextPrinter } from '../output/text-printer.js';
-import { GlimpseCommand, isAbove, isWholeNumber, threadsOption } from './base.js';
+import {
+  GlimpseCommand,
+  isAbove,
+  isWholeNumber,
+  reduceHelp,
+  reduceOption,
+  showKeptOption,
+  threadsOption,
+} from './base.js';
 
 export const DEFAULT_MAX_TOKENS = 256;
-
 
 export class AskCommand extends GlimpseCommand {
   static override paths = [['ask']];
@@ -30,12 +39,19 @@ export class AskCommand extends GlimpseCommand {
       are images, each shown to the model in order. With no image the model answers text only.
 
       The answer is streamed to standard output. \`--json\` prints one JSON event per line
-      instead: \`token\` events, then \`stats\` and \`done\`.
+      instead: \`token\` events, then \`stats\` and \`done\` (with the \`reduction\` report
+      when \`--reduce\` is given).
+${reduceHelp()}
+      \`--show-kept FILE.png\` writes the image with the patches of dropped tokens whitened,
+      tokens that stand for several patches outlined and key tokens dotted (\`FILE-1.png\`,
+      \`FILE-2.png\`… for several images). \`FILE.html\` is one page with the images and the
+      answer, greying the tokens whose keys and values the cache did not keep.
     `,
     examples: [
       ['Describe a photo', '$0 ask photo.jpg "What is in this picture?"'],
       ['Compare two images with a local checkpoint', '$0 ask --model ./llava-1.5-7b-hf a.png b.png "What changed?"'],
       ['Read the prompt from a file', '$0 ask chart.png - < question.txt'],
+      ['Keep 64 visual tokens, see which', '$0 ask --reduce mustdrop:keep=64 --show-kept kept.png cat.jpg "Breed?"'],
     ],
   });
 
@@ -73,8 +89,11 @@ export class AskCommand extends GlimpseCommand {
   });
   json = Option.Boolean('--json', false, { description: 'Print NDJSON events instead of text' });
   stats = Option.Boolean('--stats', false, { description: 'Print generation statistics to stderr' });
+  reduce = reduceOption();
+  showKept = showKeptOption();
 
   async execute(): Promise<number> {
+    this.checkReductionOptions();
     const prompt = await this.readPrompt();
     const modelDir = resolveModelDir(this.model);
     const output = this.json ? new NdjsonWriter(this.context.stdout) : new TextPrinter(this.context.stdout);
@@ -82,9 +101,11 @@ export class AskCommand extends GlimpseCommand {
     try {
       const { images, model } = await this.prepare(modelDir);
       interrupt.generationStarted();
-      const result = await this.generate(model, this.conversation(prompt), images, output, interrupt.signal);
+      const answer: AnswerPiece[] = [];
+      const result = await this.generate(model, this.conversation(prompt), images, output, interrupt.signal, answer);
       if (interrupt.interrupted || result.finish_reason === 'cancelled') return EXIT_CODES.cancelled;
       this.finish(result, output);
+      if (this.showKept !== undefined) await writeShowKept(this.showKept, images, result, answer);
       return EXIT_CODES.ok;
     } catch (error) {
       if (interrupt.interrupted) return EXIT_CODES.cancelled;
@@ -92,6 +113,14 @@ export class AskCommand extends GlimpseCommand {
     } finally {
       interrupt.dispose();
     }
+  }
+
+  /** `--reduce` and `--show-kept` mistakes are found before anything is read or loaded. */
+  private checkReductionOptions(): void {
+    if (this.reduce !== undefined) checkReduceSpec(this.reduce);
+    if (this.showKept === undefined) return;
+    if (this.images.length === 0) throw new GlimpseError('usage', '--show-kept needs an image');
+    checkShowKeptPath(this.showKept);
   }
 
   /** Images first: a bad file should fail fast, before a model takes seconds to load. */
@@ -116,11 +145,13 @@ export class AskCommand extends GlimpseCommand {
     images: RgbImage[],
     output: TextPrinter | NdjsonWriter,
     signal: AbortSignal,
+    answer: AnswerPiece[],
   ): Promise<GenerateOutput> {
     const generation = model.generate(
       {
         messages,
         images,
+        reduce: this.reduce,
         maxTokens: this.maxTokens ?? DEFAULT_MAX_TOKENS,
         temperature: this.temperature ?? 0,
         topK: this.topK,
@@ -132,6 +163,7 @@ export class AskCommand extends GlimpseCommand {
       signal,
     );
     for await (const event of generation) {
+      answer.push(event);
       if (output instanceof NdjsonWriter) output.write({ type: 'token', text: event.text, id: event.id });
       else output.write(event.text);
     }
@@ -141,7 +173,8 @@ export class AskCommand extends GlimpseCommand {
   private finish(result: GenerateOutput, output: TextPrinter | NdjsonWriter): void {
     if (output instanceof NdjsonWriter) {
       output.write({ type: 'stats', ...result.stats });
-      output.write({ type: 'done', text: result.text, finish_reason: result.finish_reason });
+      const reduction = this.reduce === undefined ? {} : { reduction: result.reduction };
+      output.write({ type: 'done', text: result.text, finish_reason: result.finish_reason, ...reduction });
       return;
     }
     output.finish();

@@ -3,6 +3,7 @@
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 
+import { reductionMethods } from '../engine.js';
 import { reportError } from '../errors.js';
 
 export abstract class GlimpseCommand extends Command {
@@ -33,3 +34,30 @@ export const threadsOption = () =>
     description: 'CPU worker threads (default: all cores)',
     validator: isWholeNumber(1),
   });
+
+export const reduceOption = () =>
+  Option.String('--reduce', {
+    description: 'Visual-token reduction METHOD[:k=v,...], e.g. mustdrop:keep=64 (default: none)',
+  });
+
+export const showKeptOption = () =>
+  Option.String('--show-kept', {
+    description: 'Draw what the reduction kept on the image(s): FILE.png, or FILE.html with the answer',
+  });
+
+/**
+ * The `--reduce` paragraphs of a command's help, listing every method with its settings as
+ * the engine has them; indented like the commands' `details` text, which clipanion dedents.
+ */
+export function reduceHelp(): string {
+  const methods = reductionMethods().map(({ name, settings }) => `      - \`${name}\`: ${settings}`);
+  return [
+    '',
+    '      `--reduce METHOD:k=v,...` removes or merges visual tokens. Budgets are per image, lists',
+    '      are joined with `/` (`layers=2/6/10/14`), and every method also takes',
+    '      `positions=original|compact`. The methods and their settings, with defaults:',
+    '',
+    ...methods,
+    '',
+  ].join('\n');
+}

@@ -11,14 +11,14 @@ import { selectImages } from '../caption/select.js';
 import { inShard, parseShard } from '../caption/shard.js';
 import { dropUnfinishedLine, imagesToCaption, readCaptioned } from '../caption/resume.js';
 import { FileSink, type RecordSink, StreamSink } from '../caption/sink.js';
-import { type Message, Model } from '../engine.js';
+import { checkReduceSpec, type Message, Model } from '../engine.js';
 import { EXIT_CODES, GlimpseError } from '../errors.js';
 import { Interrupt } from '../interrupt.js';
 import { DEFAULT_MAX_PIXELS } from '../media/image.js';
 import { resolveModelDir } from '../model-path.js';
 import { BatchProgress } from '../output/progress.js';
 import { startProgress } from '../output/spinner.js';
-import { GlimpseCommand, isAbove, isWholeNumber, threadsOption } from './base.js';
+import { GlimpseCommand, isAbove, isWholeNumber, reduceHelp, reduceOption, threadsOption } from './base.js';
 
 export const DEFAULT_CAPTION_PROMPT = 'Describe this image in one sentence.';
 export const DEFAULT_CAPTION_MAX_TOKENS = 64;
@@ -39,12 +39,15 @@ export class CaptionCommand extends GlimpseCommand {
       hashes to I out of N, so N workers split the set exactly.
 
       Exits 0 when every image was captioned, 2 when any failed (or none was found).
+${reduceHelp()}
+      Each record's \`reduce\` field names the spec its caption was made with.
     `,
     examples: [
       ['Caption a folder into a file', '$0 caption photos/ --output captions.jsonl'],
       ['Continue after a stop', '$0 caption photos/ --output captions.jsonl --resume'],
       ['One of four workers', '$0 caption --recursive photos/ --shard 2/4 --output part-2.jsonl'],
       ['Only some files', `$0 caption 'photos/**/*.jpg' --prompt 'List the objects in this picture.'`],
+      ['From 64 visual tokens per image', '$0 caption photos/ --reduce mustdrop:keep=64 --output captions.jsonl'],
     ],
   });
 
@@ -87,6 +90,7 @@ export class CaptionCommand extends GlimpseCommand {
   });
   stop = Option.Array('--stop', { description: 'Stop a caption when this text is generated (repeatable)' });
   threads = threadsOption();
+  reduce = reduceOption();
   maxPixels = Option.String('--max-pixels', {
     description: `Refuse larger images (default: ${DEFAULT_MAX_PIXELS})`,
     validator: isWholeNumber(1),
@@ -94,6 +98,7 @@ export class CaptionCommand extends GlimpseCommand {
 
   async execute(): Promise<number> {
     const shard = this.shard === undefined ? undefined : parseShard(this.shard);
+    if (this.reduce !== undefined) checkReduceSpec(this.reduce);
     if (this.resume && this.output === undefined) {
       throw new GlimpseError('usage', '--resume needs --output FILE: it continues that file');
     }
@@ -137,6 +142,7 @@ export class CaptionCommand extends GlimpseCommand {
           seed: this.seed ?? 0,
           stop: this.stop,
         },
+        reduce: this.reduce,
         maxPixels: this.maxPixels,
         signal: interrupt.signal,
         sink,

@@ -7,19 +7,29 @@ import { text as readAll } from 'node:stream/consumers';
 import { Option } from 'clipanion';
 import * as t from 'typanion';
 
-import { type GenerateOutput, type Message, Model, type SamplingOptions } from '../engine.js';
+import { checkReduceSpec, type GenerateOutput, type Message, Model, type SamplingOptions } from '../engine.js';
 import { EXIT_CODES, GlimpseError, oneLine } from '../errors.js';
 import { Interrupt } from '../interrupt.js';
 import { findFfmpeg } from '../media/ffmpeg.js';
 import { extractFrames, MAX_FRAMES, probeVideo, sampleTimes, type VideoFrame, type VideoInfo } from '../media/video.js';
 import { resolveModelDir } from '../model-path.js';
 import { formatFrameTable, type FrameRow } from '../output/frame-table.js';
+import type { AnswerPiece } from '../output/kept-html.js';
 import { NdjsonWriter } from '../output/ndjson.js';
 import { type Progress, startProgress } from '../output/spinner.js';
+import { checkShowKeptPath, writeShowKept } from '../output/show-kept.js';
 import { formatStats } from '../output/stats.js';
 import { TextPrinter } from '../output/text-printer.js';
 import { DEFAULT_MAX_TOKENS } from './ask.js';
-import { GlimpseCommand, isAbove, isWholeNumber, threadsOption } from './base.js';
+import {
+  GlimpseCommand,
+  isAbove,
+  isWholeNumber,
+  reduceHelp,
+  reduceOption,
+  showKeptOption,
+  threadsOption,
+} from './base.js';
 
 export const DEFAULT_FRAMES = 8;
 export const DEFAULT_VIDEO_PROMPT = 'These are frames from a video, in order. Summarize what happens.';
@@ -47,11 +57,16 @@ export class VideoCommand extends GlimpseCommand {
       caption, finish_reason.
 
       ffmpeg is \`$GLIMPSE_FFMPEG\`, else \`ffmpeg\` on PATH, else the build bundled with glimpse.
+${reduceHelp()}
+      \`--reduce\` applies to every frame, and to the per-frame captions too; the context
+      window must still hold every frame's full count of image tokens. \`--show-kept\` draws
+      the summary's frames (\`FILE-1.png\`… or one \`FILE.html\` page), as \`glimpse ask\` does.
     `,
     examples: [
       ['Summarize a clip', '$0 video clip.mp4'],
       ['Ask something else about 4 frames', '$0 video --frames 4 --prompt "Where is the ball at the end?" clip.mp4'],
       ['One frame every 2 seconds, each also captioned', '$0 video --fps 0.5 --per-frame captions.jsonl clip.mp4'],
+      ['16 frames with a quarter of their tokens', '$0 video --frames 16 --reduce fastv:keep=144 --stats clip.mp4'],
     ],
   });
 
@@ -100,11 +115,15 @@ export class VideoCommand extends GlimpseCommand {
   threads = threadsOption();
   json = Option.Boolean('--json', false, { description: 'Print NDJSON events instead of text' });
   stats = Option.Boolean('--stats', false, { description: 'Print the frames and generation statistics to stderr' });
+  reduce = reduceOption();
+  showKept = showKeptOption();
 
   async execute(): Promise<number> {
     if (this.frames !== undefined && this.fps !== undefined) {
       throw new GlimpseError('usage', '--frames and --fps cannot be used together');
     }
+    if (this.reduce !== undefined) checkReduceSpec(this.reduce);
+    if (this.showKept !== undefined) checkShowKeptPath(this.showKept);
     const prompt = await this.readPrompt();
     const framePrompt = this.framePrompt ?? DEFAULT_FRAME_PROMPT;
     if (framePrompt.trim() === '') throw new GlimpseError('usage', 'the frame prompt is empty');
@@ -135,9 +154,14 @@ export class VideoCommand extends GlimpseCommand {
       interrupt.generationStarted();
       if (captions !== undefined) await this.captionEach(model, frames, rows, framePrompt, captions, interrupt.signal);
       if (interrupt.interrupted) return EXIT_CODES.cancelled;
-      const result = await this.summarize(model, frames, prompt, visionTokens, output, interrupt.signal);
+      const answer: AnswerPiece[] = [];
+      const result = await this.summarize(model, frames, prompt, visionTokens, output, interrupt.signal, answer);
       if (interrupt.interrupted || result.finish_reason === 'cancelled') return EXIT_CODES.cancelled;
       this.finish(result, rows, output);
+      if (this.showKept !== undefined) {
+        const images = frames.map((frame) => frame.image);
+        await writeShowKept(this.showKept, images, result, answer);
+      }
       return EXIT_CODES.ok;
     } catch (error) {
       if (interrupt.interrupted) return EXIT_CODES.cancelled;
@@ -190,7 +214,12 @@ export class VideoCommand extends GlimpseCommand {
       for (const [i, frame] of frames.entries()) {
         progress.update(`Captioning frame ${i + 1}/${frames.length}`);
         const generation = model.generate(
-          { messages: this.conversation(1, framePrompt), images: [frame.image], ...this.sampling() },
+          {
+            messages: this.conversation(1, framePrompt),
+            images: [frame.image],
+            reduce: this.reduce,
+            ...this.sampling(),
+          },
           signal,
         );
         const result = await generation.result;
@@ -215,17 +244,20 @@ export class VideoCommand extends GlimpseCommand {
     visionTokens: number,
     output: TextPrinter | NdjsonWriter,
     signal: AbortSignal,
+    answer: AnswerPiece[],
   ): Promise<GenerateOutput> {
     const generation = model.generate(
       {
         messages: this.conversation(frames.length, prompt),
         images: frames.map((frame) => frame.image),
+        reduce: this.reduce,
         ...this.sampling(),
       },
       signal,
     );
     try {
       for await (const event of generation) {
+        answer.push(event);
         if (output instanceof NdjsonWriter) output.write({ type: 'token', text: event.text, id: event.id });
         else output.write(event.text);
       }
@@ -240,7 +272,8 @@ export class VideoCommand extends GlimpseCommand {
   private finish(result: GenerateOutput, rows: FrameRow[], output: TextPrinter | NdjsonWriter): void {
     if (output instanceof NdjsonWriter) {
       output.write({ type: 'stats', ...result.stats });
-      output.write({ type: 'done', text: result.text, finish_reason: result.finish_reason });
+      const reduction = this.reduce === undefined ? {} : { reduction: result.reduction };
+      output.write({ type: 'done', text: result.text, finish_reason: result.finish_reason, ...reduction });
       return;
     }
     output.finish();
@@ -280,7 +313,7 @@ interface Prepared {
   video: VideoInfo;
   frames: VideoFrame[];
   model: Model;
-  /** Image tokens each frame becomes: every frame keeps all of them today. */
+  /** Image tokens each frame brings to the prompt (before any reduction). */
   visionTokens: number;
   /** The open --per-frame file. */
   captions: FileHandle | undefined;

@@ -245,7 +245,7 @@ impl Engine {
         let plan = request.reduce.plan(&self.model)?;
         let (prompt, stats) = self.prepare(request, &plan)?;
         let context = self.model.config.text.max_position_embeddings;
-        session::run(
+        let mut output = session::run(
             &self.backend,
             &self.model,
             plan,
@@ -256,7 +256,12 @@ impl Engine {
             cancel,
             on_event,
             stats,
-        )
+        )?;
+        output.reduction.spec = request.reduce.text.clone();
+        for (report, image) in output.reduction.images.iter_mut().zip(&request.images) {
+            report.geometry = Some(self.image_processor.geometry(image)?);
+        }
+        Ok(output)
     }
 
     /// Logits for the token that would follow the prompt (no sampling, nothing streamed),

@@ -9,8 +9,10 @@ mod errors;
 mod generate;
 mod json;
 mod model;
+mod reduce;
 mod request;
 
 pub use generate::TokenEvent;
 pub use model::{load_model, LoadModelOptions, Model};
+pub use reduce::{check_reduce_spec, reduction_methods, ReductionMethod};
 pub use request::{ContentPartInput, GenerateRequestInput, ImageInput, MessageInput};

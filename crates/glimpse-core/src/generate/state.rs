@@ -304,6 +304,8 @@ fn image_report<B: Backend>(image: &EncodedImage<B>) -> ImageReport {
             .collect(),
         keys: image.keys.clone(),
         window_similarity: image.window_similarity.clone(),
+        // The engine knows the preprocessing; it fills this in.
+        geometry: None,
     }
 }
 

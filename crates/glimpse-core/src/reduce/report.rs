@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::model::preprocess::ImageGeometry;
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReductionReport {
     /// The `--reduce` string.
@@ -23,6 +25,8 @@ pub struct ImageReport {
     pub keys: Vec<u32>,
     /// Stage-1 merge similarity of every window (empty when no merge ran).
     pub window_similarity: Vec<f32>,
+    /// Where the model's canvas, and so each patch, lies on the source image.
+    pub geometry: Option<ImageGeometry>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

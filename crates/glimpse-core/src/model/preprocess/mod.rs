@@ -15,6 +15,7 @@
 
 mod canvas;
 mod config;
+mod geometry;
 mod normalize;
 mod resample;
 
@@ -26,6 +27,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+pub use self::geometry::ImageGeometry;
 use self::normalize::PixelMap;
 use self::resample::Filter;
 
@@ -42,6 +44,15 @@ pub struct RgbImage {
 struct Size {
     height: usize,
     width: usize,
+}
+
+impl Size {
+    fn of(image: &RgbImage) -> Size {
+        Size {
+            height: image.height as usize,
+            width: image.width as usize,
+        }
+    }
 }
 
 /// The size a resize aims for.
@@ -120,7 +131,7 @@ impl ImageProcessorConfig {
             }
             None => image,
         };
-        let resized = self.resized_size(source)?;
+        let resized = self.resized_size(Size::of(source))?;
         let pixels = match self.center_crop {
             Some(crop) => {
                 let (rows, top) = canvas::crop_axis(resized.height, crop.height);
@@ -137,12 +148,12 @@ impl ImageProcessorConfig {
         }
     }
 
-    /// Size of `image` after the resize step (its own size when there is none), following
-    /// transformers' `get_resize_output_image_size` with `default_to_square=False`.
-    fn resized_size(&self, image: &RgbImage) -> Result<Size> {
-        let (width, height) = (image.width as usize, image.height as usize);
+    /// An image of size `image` after the resize step (its own size when there is none),
+    /// following transformers' `get_resize_output_image_size` with `default_to_square=False`.
+    fn resized_size(&self, image: Size) -> Result<Size> {
+        let Size { height, width } = image;
         let Some(resize) = self.resize else {
-            return Ok(Size { height, width });
+            return Ok(image);
         };
         let size = match resize.target {
             ResizeTarget::Exact(size) => size,

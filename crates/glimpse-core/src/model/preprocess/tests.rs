@@ -149,7 +149,7 @@ fn pipeline_matches_transformers() {
             let padded = config.square_pad.map(|bg| canvas::pad_to_square(image, bg));
             let source = padded.as_ref().unwrap_or(image);
             assert_eq!(
-                config.resized_size(source).unwrap(),
+                config.resized_size(Size::of(source)).unwrap(),
                 Size {
                     height: expected.height as usize,
                     width: expected.width as usize
