@@ -215,7 +215,7 @@ export class Model {
     this.#native = handle;
   }
 
-  static async load(dir: string, options: { threads?: number } = {}): Promise<Model> {
+  static async load(dir: string, options: { threads?: number; visionTower?: string } = {}): Promise<Model> {
     try {
       return new Model(await native.loadModel(dir, options));
     } catch (error) {

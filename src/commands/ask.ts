@@ -25,6 +25,7 @@ import {
   reduceOption,
   showKeptOption,
   threadsOption,
+  visionTowerOption,
 } from './base.js';
 
 export const DEFAULT_MAX_TOKENS = 256;
@@ -83,6 +84,7 @@ ${reduceHelp()}
   seed = Option.String('--seed', { description: 'Random seed for sampling (default: 0)', validator: isWholeNumber(0) });
   stop = Option.Array('--stop', { description: 'Stop when this text is generated (repeatable)' });
   threads = threadsOption();
+  visionTower = visionTowerOption();
   maxPixels = Option.String('--max-pixels', {
     description: `Refuse larger images (default: ${DEFAULT_MAX_PIXELS})`,
     validator: isWholeNumber(1),
@@ -132,7 +134,7 @@ ${reduceHelp()}
     try {
       const images = await Promise.all(this.images.map((path) => loadImage(path, { maxPixels: this.maxPixels })));
       progress.update('Loading model');
-      const model = await Model.load(modelDir, { threads: this.threads });
+      const model = await Model.load(modelDir, { threads: this.threads, visionTower: this.visionTower });
       return { images, model };
     } finally {
       progress.stop();

@@ -35,6 +35,11 @@ export const threadsOption = () =>
     validator: isWholeNumber(1),
   });
 
+export const visionTowerOption = () =>
+  Option.String('--vision-tower', {
+    description: 'CLIP checkpoint directory for an original-layout LLaVA model that ships without its vision tower',
+  });
+
 export const reduceOption = () =>
   Option.String('--reduce', {
     description: 'Visual-token reduction METHOD[:k=v,...], e.g. mustdrop:keep=64 (default: none)',

@@ -18,7 +18,15 @@ import { DEFAULT_MAX_PIXELS } from '../media/image.js';
 import { resolveModelDir } from '../model-path.js';
 import { BatchProgress } from '../output/progress.js';
 import { startProgress } from '../output/spinner.js';
-import { GlimpseCommand, isAbove, isWholeNumber, reduceHelp, reduceOption, threadsOption } from './base.js';
+import {
+  GlimpseCommand,
+  isAbove,
+  isWholeNumber,
+  reduceHelp,
+  reduceOption,
+  threadsOption,
+  visionTowerOption,
+} from './base.js';
 
 export const DEFAULT_CAPTION_PROMPT = 'Describe this image in one sentence.';
 export const DEFAULT_CAPTION_MAX_TOKENS = 64;
@@ -90,6 +98,7 @@ ${reduceHelp()}
   });
   stop = Option.Array('--stop', { description: 'Stop a caption when this text is generated (repeatable)' });
   threads = threadsOption();
+  visionTower = visionTowerOption();
   reduce = reduceOption();
   maxPixels = Option.String('--max-pixels', {
     description: `Refuse larger images (default: ${DEFAULT_MAX_PIXELS})`,
@@ -170,7 +179,7 @@ ${reduceHelp()}
   private async loadModel(modelDir: string): Promise<Model> {
     const spinner = startProgress('Loading model', Boolean(process.stderr.isTTY));
     try {
-      return await Model.load(modelDir, { threads: this.threads });
+      return await Model.load(modelDir, { threads: this.threads, visionTower: this.visionTower });
     } finally {
       spinner.stop();
     }

@@ -5,7 +5,7 @@ import { Option } from 'clipanion';
 import { Model, type ModelInfo } from '../engine.js';
 import { resolveModelDir } from '../model-path.js';
 import { startProgress } from '../output/spinner.js';
-import { GlimpseCommand, threadsOption } from './base.js';
+import { GlimpseCommand, threadsOption, visionTowerOption } from './base.js';
 
 export class InspectCommand extends GlimpseCommand {
   static override paths = [['inspect']];
@@ -26,13 +26,14 @@ export class InspectCommand extends GlimpseCommand {
   model = Option.String('--model', { description: 'Model directory or cached Hugging Face repo id' });
   json = Option.Boolean('--json', false, { description: 'Print the information as one JSON object' });
   threads = threadsOption();
+  visionTower = visionTowerOption();
 
   async execute(): Promise<number> {
     const dir = resolveModelDir(this.modelArgument ?? this.model);
     const progress = startProgress('Loading model', Boolean(process.stderr.isTTY) && !this.json);
     let info: ModelInfo;
     try {
-      const model = await Model.load(dir, { threads: this.threads });
+      const model = await Model.load(dir, { threads: this.threads, visionTower: this.visionTower });
       info = model.info();
     } finally {
       progress.stop();

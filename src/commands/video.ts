@@ -29,6 +29,7 @@ import {
   reduceOption,
   showKeptOption,
   threadsOption,
+  visionTowerOption,
 } from './base.js';
 
 export const DEFAULT_FRAMES = 8;
@@ -113,6 +114,7 @@ ${reduceHelp()}
   seed = Option.String('--seed', { description: 'Random seed for sampling (default: 0)', validator: isWholeNumber(0) });
   stop = Option.Array('--stop', { description: 'Stop when this text is generated (repeatable)' });
   threads = threadsOption();
+  visionTower = visionTowerOption();
   json = Option.Boolean('--json', false, { description: 'Print NDJSON events instead of text' });
   stats = Option.Boolean('--stats', false, { description: 'Print the frames and generation statistics to stderr' });
   reduce = reduceOption();
@@ -186,7 +188,7 @@ ${reduceHelp()}
     );
     try {
       progress.update('Loading model');
-      const model = await Model.load(modelDir, { threads: this.threads });
+      const model = await Model.load(modelDir, { threads: this.threads, visionTower: this.visionTower });
       const { image_tokens: visionTokens, context_length: context } = model.info();
       if (times.length * visionTokens >= context) throw frameOverflow(times.length, visionTokens, context);
       progress.update(`Extracting frames (0/${times.length})`);
