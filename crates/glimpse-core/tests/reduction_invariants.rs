@@ -127,7 +127,7 @@ fn bad_budgets_are_usage_errors() {
         .unwrap_err();
     assert!(err.message.contains("keep=145"), "{}", err.message);
     let err = engine
-        .next_token_logits(&request(&expected, "mustdrop:keep=8", 1))
+        .next_token_logits(&request(&expected, "mustdrop:keep=8,layers=2", 1))
         .unwrap_err();
     assert!(err.message.contains("layer 2 does not exist"), "{}", err.message);
     let err = engine

@@ -126,6 +126,23 @@ pub struct ReductionPlan<'m, B: Backend> {
     pub positions: PositionMode,
 }
 
+/// A method's default filter layers, published for a 32-layer language model
+/// (LLaVA-1.5-7B), on a model of `n_layers`: unchanged when they all exist, otherwise placed
+/// at the same relative depths (rounded, duplicates merged), so the defaults also work on
+/// shallow models. Layers the user names are never moved.
+pub fn default_layers(published: &[usize], n_layers: usize) -> Vec<usize> {
+    const PUBLISHED_DEPTH: f64 = 32.0;
+    if published.iter().all(|&l| l < n_layers) {
+        return published.to_vec();
+    }
+    let mut layers: Vec<usize> = published
+        .iter()
+        .map(|&l| ((l as f64 * n_layers as f64 / PUBLISHED_DEPTH).round() as usize).min(n_layers.saturating_sub(1)))
+        .collect();
+    layers.dedup();
+    layers
+}
+
 /// Checks that filter layers exist in the language model.
 pub fn check_layers(method: &str, layers: &[usize], n_layers: usize) -> Result<()> {
     match layers.iter().find(|&&l| l >= n_layers) {
@@ -159,6 +176,15 @@ mod tests {
         assert!(matches!(spec.method, Method::FastV(_)));
         let spec = ReduceSpec::parse("sparsevlm:keep=64,recycle=off").unwrap();
         assert!(matches!(spec.method, Method::SparseVlm(_)));
+    }
+
+    #[test]
+    fn default_layers_scale_to_shallow_models_only() {
+        assert_eq!(default_layers(&[2, 6, 10, 14], 32), vec![2, 6, 10, 14]);
+        assert_eq!(default_layers(&[2, 6, 10, 14], 15), vec![2, 6, 10, 14]);
+        assert_eq!(default_layers(&[2, 6, 10, 14], 8), vec![1, 2, 3]);
+        assert_eq!(default_layers(&[2, 6, 10, 14], 2), vec![0, 1]);
+        assert_eq!(default_layers(&[2, 6, 15, 19], 16), vec![1, 3, 7, 10]);
     }
 
     #[test]

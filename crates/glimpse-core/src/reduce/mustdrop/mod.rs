@@ -7,7 +7,7 @@ mod encoder;
 mod filter;
 
 use super::knobs::Knobs;
-use super::plan::{check_budget, check_layers, ReductionPlan};
+use super::plan::{check_budget, check_layers, default_layers, ReductionPlan};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::llava::Llava;
@@ -36,12 +36,16 @@ pub struct Config {
     /// Window similarity threshold; `None` disables merging.
     pub tau: Option<f64>,
     pub key_rate: f64,
-    pub layers: Vec<usize>,
+    /// Filter layers; `None` = the published ones (see `plan::default_layers`).
+    pub layers: Option<Vec<usize>>,
     pub order: MergeOrder,
     /// Decode-time eviction share (0 = off) and the steps observed before evicting.
     pub evict: f64,
     pub warmup: usize,
 }
+
+/// Filter layers of the reference code (for 32-layer models).
+const PUBLISHED_LAYERS: [usize; 4] = [2, 6, 10, 14];
 
 const KNOBS: &[&str] = &[
     "keep",
@@ -86,7 +90,7 @@ impl Config {
             key_rate: knobs
                 .take_in::<f64>("key_rate", "a share between 0 and 1", 0.0, 1.0)?
                 .unwrap_or(0.08),
-            layers: knobs.take_layers("layers")?.unwrap_or_else(|| vec![2, 6, 10, 14]),
+            layers: knobs.take_layers("layers")?,
             order: match knobs.take_choice("order", &["raster", "reference"])? {
                 Some("reference") => MergeOrder::Reference,
                 _ => MergeOrder::Raster,
@@ -102,7 +106,12 @@ impl Config {
 }
 
 pub(crate) fn build<'m, B: Backend>(cfg: &Config, model: &'m Llava<B>, plan: &mut ReductionPlan<'m, B>) -> Result<()> {
-    check_layers("mustdrop", &cfg.layers, model.language.n_layers())?;
+    let n_layers = model.language.n_layers();
+    let layers = cfg
+        .layers
+        .clone()
+        .unwrap_or_else(|| default_layers(&PUBLISHED_LAYERS, n_layers));
+    check_layers("mustdrop", &layers, n_layers)?;
     if let Budget::Keep(n) = cfg.budget {
         check_budget("mustdrop", n, model.config.image_seq_len())?;
     }
@@ -111,14 +120,7 @@ pub(crate) fn build<'m, B: Backend>(cfg: &Config, model: &'m Llava<B>, plan: &mu
         key_rate: cfg.key_rate,
         order: cfg.order,
     }));
-    plan.filter = Some(Box::new(filter::DualAttentionFilter::new(
-        cfg.layers.clone(),
-        cfg.budget,
-    )));
-    plan.cache = Some(Box::new(cache::OutputAwareCache::new(
-        cfg.layers.clone(),
-        cfg.evict,
-        cfg.warmup,
-    )));
+    plan.filter = Some(Box::new(filter::DualAttentionFilter::new(layers.clone(), cfg.budget)));
+    plan.cache = Some(Box::new(cache::OutputAwareCache::new(layers, cfg.evict, cfg.warmup)));
     Ok(())
 }

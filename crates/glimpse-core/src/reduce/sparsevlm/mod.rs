@@ -9,7 +9,7 @@ mod raters;
 mod recycle;
 
 use super::knobs::Knobs;
-use super::plan::{check_budget, check_layers, ReductionPlan};
+use super::plan::{check_budget, check_layers, default_layers, ReductionPlan};
 use super::rank::budget_schedule;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -27,10 +27,14 @@ pub enum Budget {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub budget: Budget,
-    pub layers: Vec<usize>,
+    /// Filter layers; `None` = the published ones (see `plan::default_layers`).
+    pub layers: Option<Vec<usize>>,
     /// Whether deleted tokens are partly recycled as cluster means.
     pub recycle: bool,
 }
+
+/// Filter layers of the reference code (for 32-layer models).
+const PUBLISHED_LAYERS: [usize; 4] = [2, 6, 15, 19];
 
 const KNOBS: &[&str] = &["keep", "scale", "bias", "layers", "recycle", "positions"];
 
@@ -55,7 +59,7 @@ impl Config {
         };
         let config = Config {
             budget,
-            layers: knobs.take_layers("layers")?.unwrap_or_else(|| vec![2, 6, 15, 19]),
+            layers: knobs.take_layers("layers")?,
             recycle: knobs.take_switch("recycle")?.unwrap_or(true),
         };
         knobs.finish(KNOBS)?;
@@ -64,19 +68,20 @@ impl Config {
 }
 
 pub(crate) fn build<'m, B: Backend>(cfg: &Config, model: &'m Llava<B>, plan: &mut ReductionPlan<'m, B>) -> Result<()> {
-    check_layers("sparsevlm", &cfg.layers, model.language.n_layers())?;
+    let n_layers = model.language.n_layers();
+    let layers = cfg
+        .layers
+        .clone()
+        .unwrap_or_else(|| default_layers(&PUBLISHED_LAYERS, n_layers));
+    check_layers("sparsevlm", &layers, n_layers)?;
     if let Budget::Keep(n) = cfg.budget {
         let tokens = model.config.image_seq_len();
         check_budget("sparsevlm", n, tokens)?;
         if cfg.recycle {
-            check_room_for_recycling(n, tokens, cfg.layers.len())?;
+            check_room_for_recycling(n, tokens, layers.len())?;
         }
     }
-    plan.filter = Some(Box::new(filter::SparseVlmFilter::new(
-        cfg.layers.clone(),
-        cfg.budget,
-        cfg.recycle,
-    )));
+    plan.filter = Some(Box::new(filter::SparseVlmFilter::new(layers, cfg.budget, cfg.recycle)));
     Ok(())
 }
 
@@ -113,11 +118,11 @@ mod tests {
     fn parses_both_modes_with_defaults() {
         let cfg = parse("keep=64").unwrap();
         assert_eq!(cfg.budget, Budget::Keep(64));
-        assert_eq!(cfg.layers, vec![2, 6, 15, 19]);
+        assert_eq!(cfg.layers, None);
         assert!(cfg.recycle);
         let cfg = parse("scale=13.5,bias=0,layers=1/3,recycle=off").unwrap();
         assert_eq!(cfg.budget, Budget::Rank { scale: 13.5, bias: 0.0 });
-        assert_eq!(cfg.layers, vec![1, 3]);
+        assert_eq!(cfg.layers, Some(vec![1, 3]));
         assert!(!cfg.recycle);
         assert_eq!(
             parse("scale=9,bias=-2").unwrap().budget,
