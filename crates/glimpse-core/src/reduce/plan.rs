@@ -182,9 +182,9 @@ mod tests {
     fn default_layers_scale_to_shallow_models_only() {
         assert_eq!(default_layers(&[2, 6, 10, 14], 32), vec![2, 6, 10, 14]);
         assert_eq!(default_layers(&[2, 6, 10, 14], 15), vec![2, 6, 10, 14]);
-        assert_eq!(default_layers(&[2, 6, 10, 14], 8), vec![1, 2, 3]);
+        assert_eq!(default_layers(&[2, 6, 10, 14], 8), vec![1, 2, 3, 4]);
         assert_eq!(default_layers(&[2, 6, 10, 14], 2), vec![0, 1]);
-        assert_eq!(default_layers(&[2, 6, 15, 19], 16), vec![1, 3, 7, 10]);
+        assert_eq!(default_layers(&[2, 6, 15, 19], 16), vec![1, 3, 8, 10]);
     }
 
     #[test]
