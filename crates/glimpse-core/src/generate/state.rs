@@ -442,6 +442,42 @@ mod admission_tests {
     }
 
     #[test]
+    fn survivors_keep_their_original_positions_in_every_layer() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/models/tiny-llava-mha");
+        let b = CpuBackend::new(Some(1)).unwrap();
+        let model = Llava::load(&b, &Weights::open(&dir).unwrap(), LlavaConfig::from_dir(&dir).unwrap()).unwrap();
+        let spec = crate::reduce::ReduceSpec::parse("mustdrop:keep=20,layers=0/1,tau=0.3,evict=0").unwrap();
+        let plan = spec.plan(&model).unwrap();
+        let size = model.config.vision.image_size;
+        let pixels: Vec<f32> = (0..3 * size * size)
+            .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
+            .collect();
+        let (image, _) = model.encode_image(&b, &pixels, plan.encoder.as_deref()).unwrap();
+        let slot = model.config.image_seq_len();
+        let image_token = model.config.image_token_index;
+        let mut ids = vec![1u32, 40];
+        ids.extend(std::iter::repeat_n(image_token, image.tokens.len()));
+        ids.extend([41, 42, 43]);
+        let images = vec![image];
+        let prompt = PreparedPrompt {
+            sequence: initial_sequence(&ids, image_token, &images, slot, PositionMode::Original),
+            unreduced_len: ids.len() - images[0].tokens.len() + slot,
+            ids,
+            images,
+        };
+        let mut state = GenerationState::new(&b, &model, plan, 256);
+        state.prefill(&b, &model, &prompt).unwrap();
+        let mut logits = vec![0f32; model.config.text.vocab_size];
+        state.step(&b, &model.language, 50, &mut logits).unwrap();
+        for (i, layer) in state.cache.layers.iter().enumerate() {
+            assert!(layer.len < 2 + 144 + 3 + 1, "layer {i} dropped nothing");
+            // Without renumbering, a row's position is its index in the unreduced prompt.
+            assert_eq!(layer.positions, layer.origins, "layer {i}");
+        }
+        assert_eq!(*state.cache.layers[1].positions.last().unwrap(), (2 + 144 + 3) as u32);
+    }
+
+    #[test]
     fn a_refused_token_still_attends_to_itself_but_leaves_the_cache() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/models/tiny-llava-mha");
         let b = CpuBackend::new(Some(1)).unwrap();
