@@ -7,7 +7,14 @@ import { text as readAll } from 'node:stream/consumers';
 import { Option } from 'clipanion';
 import * as t from 'typanion';
 
-import { checkReduceSpec, type GenerateOutput, type Message, Model, type SamplingOptions } from '../engine.js';
+import {
+  checkReduceSpec,
+  contextOverflow,
+  type GenerateOutput,
+  type Message,
+  Model,
+  type SamplingOptions,
+} from '../engine.js';
 import { EXIT_CODES, GlimpseError, oneLine } from '../errors.js';
 import { Interrupt } from '../interrupt.js';
 import { findFfmpeg } from '../media/ffmpeg.js';
@@ -36,9 +43,6 @@ import {
 export const DEFAULT_FRAMES = 8;
 export const DEFAULT_VIDEO_PROMPT = 'These are frames from a video, in order. Summarize what happens.';
 export const DEFAULT_FRAME_PROMPT = 'Describe this frame.';
-
-/** The engine's message when a prompt does not fit the context window. */
-const CONTEXT_OVERFLOW = /^the prompt is (\d+) tokens but the model's context window is (\d+)$/;
 
 export class VideoCommand extends GlimpseCommand {
   static override paths = [['video']];
@@ -269,9 +273,9 @@ ${reduceHelp()}
       }
       return await generation.result;
     } catch (error) {
-      const overflow = error instanceof GlimpseError ? CONTEXT_OVERFLOW.exec(error.message) : null;
-      if (overflow === null) throw error;
-      throw frameOverflow(frames.length, visionTokens, Number(overflow[2]), Number(overflow[1]));
+      const overflow = contextOverflow(error);
+      if (overflow === undefined) throw error;
+      throw frameOverflow(frames.length, visionTokens, overflow.contextLength, overflow.promptTokens);
     }
   }
 
