@@ -163,6 +163,15 @@ export function checkReduceSpec(spec: string): void {
   }
 }
 
+/** The engine's refusal of a prompt longer than the context window (an input error). */
+const CONTEXT_OVERFLOW = /^the prompt is (\d+) tokens but the model's context window is (\d+)$/;
+
+/** The sizes in `error` when it is the engine refusing a prompt too long for the context window. */
+export function contextOverflow(error: unknown): { promptTokens: number; contextLength: number } | undefined {
+  const match = error instanceof GlimpseError ? CONTEXT_OVERFLOW.exec(error.message) : null;
+  return match === null ? undefined : { promptTokens: Number(match[1]), contextLength: Number(match[2]) };
+}
+
 /** A running generation: iterate it for tokens, then read `result`. */
 export class Generation implements AsyncIterable<TokenEvent> {
   readonly result: Promise<GenerateOutput>;

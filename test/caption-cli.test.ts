@@ -1,6 +1,6 @@
 // `glimpse caption` end to end: the real CLI on the tiny reference checkpoint.
 
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -135,6 +135,25 @@ test('failed images become error records, the others are captioned, and the exit
     assert.match(result.stderr, `glimpse: ${String(record.error)}\n`);
   }
   assert.match(String(records.find((record) => record.code === 'too_large')?.error), /200x200 \(40000 pixels\)/);
+});
+
+test('an image from a pipe is captioned: each file is read once, its hash and pixels from the same bytes', () => {
+  // A pipe gives its bytes to one reader only: a second read of the file would wait forever.
+  const dir = tempDir();
+  const pipe = join(dir, 'piped.png');
+  execFileSync('mkfifo', [pipe]);
+  const writer = spawn('sh', ['-c', 'cat "$1" > "$2"', 'sh', RINGS, pipe], { stdio: 'ignore' });
+  try {
+    const result = runCli(['caption', ...FAST, ...SAMPLING, '--prompt', PROMPT, pipe], { timeoutMs: 30_000 });
+    assert.is(result.code, 0, result.stderr);
+    const [record, ...rest] = parseJsonl(result.stdout);
+    assert.equal(rest, []);
+    assert.is(record?.path, pipe);
+    assert.is(record?.sha256, sha256(RINGS));
+    assert.is(record?.caption, askAnswer(RINGS));
+  } finally {
+    writer.kill();
+  }
 });
 
 test('--shard I/N: the N slices partition the images exactly, each by its path hash', () => {

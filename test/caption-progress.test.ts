@@ -79,4 +79,13 @@ test('at a terminal: one line redrawn in place, cut to the width, the file name 
   }
 });
 
+test('at a terminal that reports 0 columns: lines cut to 80 columns', () => {
+  const out = capture();
+  const progress = new BatchProgress(out, { total: 2, terminal: true, columns: 0, now: clock().now });
+  progress.started(`photos/${'a'.repeat(100)}.jpg`);
+  const line = out.text.split('\r\u001b[2K')[1]!;
+  assert.is(line.length, 79);
+  assert.ok(line.endsWith('aaa.jpg'), line);
+});
+
 test.run();

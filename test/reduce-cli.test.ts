@@ -9,13 +9,18 @@ import sharp from 'sharp';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
-import { reductionMethods } from '../src/engine.js';
+import { Model, type ReductionReport, reductionMethods } from '../src/engine.js';
+import { findFfmpeg } from '../src/media/ffmpeg.js';
+import { extractFrames, probeVideo, sampleTimes } from '../src/media/video.js';
+import type { ImageTokens } from '../src/output/image-tokens.js';
 import { formatBytes, formatFlops, formatStats } from '../src/output/stats.js';
 import { errorLine, FIXTURES, runCli } from './helpers/cli.js';
 import { removeTempDirs, tempDir } from './helpers/files.js';
 import { SQUARE_VIDEO } from './helpers/video.js';
 
 test.after.each(removeTempDirs);
+
+type FrameTokens = ImageTokens & { frame: number; vision_tokens: number };
 
 const MODEL = join(FIXTURES, 'models', 'tiny-llava-mha');
 const RINGS = join(FIXTURES, 'images', 'rings-90x72.png');
@@ -149,6 +154,68 @@ test('video reduces every frame', () => {
     .find((event) => event.type === 'stats')!;
   assert.is(stats.vision_tokens_in, 288);
   assert.is(stats.after_prefill, 80);
+});
+
+test('video --stats and --json say how many tokens each frame kept, as the engine does for that frame alone', async () => {
+  // MustDrop merges alike windows per image (so frames differ after the encoder), filters
+  // each frame down to the budget in prefill, and evicts while decoding.
+  const model = join(FIXTURES, 'models', 'tiny-llava-reduce');
+  const spec = 'mustdrop:keep=16,evict=0.5,warmup=2';
+  const args = ['video', '--model', model, '--max-tokens', '8', '--frames', '3', '--reduce', spec, SQUARE_VIDEO];
+  const json = runCli([...args, '--json']);
+  assert.is(json.code, 0, json.stderr);
+  const events = json.stdout
+    .trimEnd()
+    .split('\n')
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  const stats = events.find((event) => event.type === 'stats')!;
+  const done = events.at(-1) as { frames: FrameTokens[]; reduction: ReductionReport };
+  assert.equal(Object.keys(done), ['type', 'text', 'finish_reason', 'frames', 'reduction']);
+
+  const engine = await Model.load(model);
+  const video = await probeVideo(findFfmpeg(), SQUARE_VIDEO);
+  const frames = await extractFrames(findFfmpeg(), video, sampleTimes(video.durationS, { frames: 3 }));
+  for (const [i, frame] of done.frames.entries()) {
+    const alone = await engine.generate({
+      messages: [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'Describe this frame.' }] }],
+      images: [frames[i]!.image],
+      reduce: spec,
+      maxTokens: 1,
+    }).result;
+    const evicted = done.reduction.decode_evicted.filter((eviction) => eviction.image === i).length;
+    assert.equal(frame, {
+      frame: i,
+      vision_tokens: 144,
+      after_encoder: alone.stats.after_encoder,
+      after_prefill: 16,
+      decode_evicted: evicted,
+    });
+  }
+  // The frames are merged differently: the counts are each frame's own, not a share of the sum.
+  assert.ok(new Set(done.frames.map((frame) => frame.after_encoder)).size > 1, JSON.stringify(done.frames));
+  const sum = (key: keyof FrameTokens) => done.frames.reduce((total, frame) => total + frame[key], 0);
+  assert.is(sum('after_encoder'), stats.after_encoder);
+  assert.is(sum('after_prefill'), stats.after_prefill);
+  assert.is(sum('decode_evicted'), stats.decode_evicted);
+  assert.ok(sum('decode_evicted') > 0, 'nothing evicted');
+
+  const text = runCli([...args, '--stats']);
+  assert.is(text.code, 0, text.stderr);
+  const table = text.stderr.split('\n').slice(0, 4);
+  assert.equal(table, [
+    'frame  timestamp_s  size   vision_tokens  after_encoder  after_prefill  decode_evicted',
+    ...done.frames.map(
+      (frame, i) =>
+        `${i}      ${['0.333', '1.000', '1.667'][i]}        64x48  144            ` +
+        `${String(frame.after_encoder).padEnd(13)}  16             ${frame.decode_evicted}`,
+    ),
+  ]);
+  // Without evictions the table has no column of zeros; without --reduce, no reduction columns.
+  const noEviction = runCli([...args.slice(0, -3), '--reduce', 'mustdrop:keep=16', '--stats', SQUARE_VIDEO]);
+  assert.is(noEviction.code, 0, noEviction.stderr);
+  assert.is(noEviction.stderr.split('\n')[0], 'frame  timestamp_s  size   vision_tokens  after_encoder  after_prefill');
+  const plain = runCli(['video', '--model', model, '--max-tokens', '1', '--frames', '3', '--stats', SQUARE_VIDEO]);
+  assert.is(plain.stderr.split('\n')[0], 'frame  timestamp_s  size   vision_tokens');
 });
 
 test('video --show-kept draws each frame of the summary', async () => {

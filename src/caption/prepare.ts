@@ -1,12 +1,14 @@
-// Reads, hashes and decodes one image ahead of its turn. The result is always a value,
-// never a rejection: a prefetched image whose turn never comes (Ctrl-C, a fatal error)
-// must not surface later as an unhandled rejection.
+// Reads, hashes and decodes one image ahead of its turn. The file is read once, and the
+// hash and the pixels both come from those bytes, so a record's `sha256` is always that of
+// what was captioned, and a pipe (`<(curl ...)`) can be captioned too. The result is always
+// a value, never a rejection: a prefetched image whose turn never comes (Ctrl-C, a fatal
+// error) must not surface later as an unhandled rejection.
 
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 
 import { GlimpseError, toGlimpseError } from '../errors.js';
-import { loadImage, type RgbImage } from '../media/image.js';
+import { decodeImage, type RgbImage } from '../media/image.js';
 import type { FailureCode, FailureRecord } from './records.js';
 
 export interface ReadyImage {
@@ -23,16 +25,15 @@ export type PreparedImage =
   | { kind: 'fatal'; error: GlimpseError };
 
 export async function prepareImage(path: string, maxPixels: number | undefined): Promise<PreparedImage> {
-  let sha256: string;
+  let bytes: Buffer;
   try {
-    sha256 = await hashFile(path);
+    bytes = await readFile(path);
   } catch (error) {
     return { kind: 'failed', record: readFailure(path, error as NodeJS.ErrnoException) };
   }
   try {
-    // The decoder reads the file again; both reads come from the page cache.
-    const image = await loadImage(path, { maxPixels });
-    return { kind: 'ready', path, sha256, image };
+    const image = await decodeImage(bytes, path, { maxPixels });
+    return { kind: 'ready', path, sha256: sha256Hex(bytes), image };
   } catch (error) {
     const failure = toGlimpseError(error);
     if (failure.kind !== 'input') return { kind: 'fatal', error: failure };
@@ -42,9 +43,11 @@ export async function prepareImage(path: string, maxPixels: number | undefined):
 
 /** SHA-256 of the file's bytes, hex. */
 export async function hashFile(path: string): Promise<string> {
-  return createHash('sha256')
-    .update(await readFile(path))
-    .digest('hex');
+  return sha256Hex(await readFile(path));
+}
+
+function sha256Hex(bytes: Buffer): string {
+  return createHash('sha256').update(bytes).digest('hex');
 }
 
 function readFailure(path: string, error: NodeJS.ErrnoException): FailureRecord {
@@ -60,14 +63,9 @@ function readFailure(path: string, error: NodeJS.ErrnoException): FailureRecord 
   }
 }
 
-/**
- * The decoder (media/image.ts) reports every failure as an input error whose message says
- * which it was; the file was readable a moment ago, so the rest are decoding failures.
- */
+/** The decoder (media/image.ts) reports every failure as an input error whose message says which it was. */
 function decodeFailureCode(message: string): FailureCode {
   if (/over the limit of \d+ pixels/.test(message)) return 'too_large';
   if (/not an image/.test(message)) return 'not_image';
-  if (/^image not found/.test(message)) return 'not_found';
-  if (/(permission denied|is a directory|cannot read)/.test(message)) return 'unreadable';
   return 'corrupt';
 }

@@ -6,7 +6,9 @@ import { text as readAll } from 'node:stream/consumers';
 import { Option } from 'clipanion';
 import * as t from 'typanion';
 
-import { checkReduceSpec, type GenerateOutput, type Message, Model } from '../engine.js';
+import { Conversation } from '../chat/conversation.js';
+import { QuestionReader } from '../chat/questions.js';
+import { checkReduceSpec, contextOverflow, type GenerateOutput, type Message, Model } from '../engine.js';
 import { EXIT_CODES, GlimpseError } from '../errors.js';
 import { Interrupt } from '../interrupt.js';
 import { DEFAULT_MAX_PIXELS, hasImageExtension, loadImage, type RgbImage } from '../media/image.js';
@@ -47,12 +49,21 @@ ${reduceHelp()}
       tokens that stand for several patches outlined and key tokens dotted (\`FILE-1.png\`,
       \`FILE-2.png\`… for several images). \`FILE.html\` is one page with the images and the
       answer, greying the tokens whose keys and values the cache did not keep.
+
+      \`--chat\` keeps the conversation going: after the answer to PROMPT, each line of
+      standard input is the next question (at a terminal, after a \`> \` prompt on stderr),
+      answered in the light of the questions and answers before it, until end of input.
+      With an image or \`-\` in PROMPT's place every question comes from standard input.
+      Each turn sends the whole conversation to the model again, so the images are encoded
+      again and the prompt grows every turn; a conversation that outgrows the context window
+      ends with exit code 2. Ctrl-C ends the chat (exit code 130).
     `,
     examples: [
       ['Describe a photo', '$0 ask photo.jpg "What is in this picture?"'],
       ['Compare two images with a local checkpoint', '$0 ask --model ./llava-1.5-7b-hf a.png b.png "What changed?"'],
       ['Read the prompt from a file', '$0 ask chart.png - < question.txt'],
       ['Keep 64 visual tokens, see which', '$0 ask --reduce mustdrop:keep=64 --show-kept kept.png cat.jpg "Breed?"'],
+      ['Talk about a photo, a question per line', '$0 ask --chat photo.jpg'],
     ],
   });
 
@@ -93,15 +104,19 @@ ${reduceHelp()}
   stats = Option.Boolean('--stats', false, { description: 'Print generation statistics to stderr' });
   reduce = reduceOption();
   showKept = showKeptOption();
+  chat = Option.Boolean('--chat', false, {
+    description: 'Go on with a question per line of stdin, each answered with the conversation so far',
+  });
 
   async execute(): Promise<number> {
+    if (this.chat) return this.executeChat();
     this.checkReductionOptions();
     const prompt = await this.readPrompt();
     const modelDir = resolveModelDir(this.model);
     const output = this.json ? new NdjsonWriter(this.context.stdout) : new TextPrinter(this.context.stdout);
     const interrupt = new Interrupt(() => output.mute());
     try {
-      const { images, model } = await this.prepare(modelDir);
+      const { images, model } = await this.prepare(modelDir, this.images);
       interrupt.generationStarted();
       const answer: AnswerPiece[] = [];
       const result = await this.generate(model, this.conversation(prompt), images, output, interrupt.signal, answer);
@@ -117,6 +132,51 @@ ${reduceHelp()}
     }
   }
 
+  /**
+   * `--chat`: PROMPT is the first question, and each line of stdin the next. An image in
+   * PROMPT's place (`glimpse ask --chat photo.jpg`) is one more image, and `-` means that
+   * every question comes from stdin.
+   */
+  private async executeChat(): Promise<number> {
+    if (this.showKept !== undefined) throw new GlimpseError('usage', '--show-kept cannot be used with --chat');
+    this.checkReductionOptions();
+    const promptIsImage = hasImageExtension(this.prompt);
+    const imagePaths = promptIsImage ? [...this.images, this.prompt] : this.images;
+    const first = promptIsImage || this.prompt === '-' ? undefined : this.prompt.trim();
+    if (first === '') throw new GlimpseError('usage', 'the prompt is empty');
+    const modelDir = resolveModelDir(this.model);
+    const output = this.json ? new NdjsonWriter(this.context.stdout) : new TextPrinter(this.context.stdout);
+    let reader: QuestionReader | undefined;
+    const interrupt = new Interrupt(() => {
+      output.mute();
+      reader?.close();
+    });
+    try {
+      const { images, model } = await this.prepare(modelDir, imagePaths);
+      reader = new QuestionReader(this.context.stdin, this.context.stderr);
+      interrupt.generationStarted();
+      const conversation = new Conversation(images.length, this.system);
+      for await (const question of reader.questions(first)) {
+        const messages = conversation.withQuestion(question);
+        const result = await this.generate(model, messages, images, output, interrupt.signal, []);
+        if (interrupt.interrupted || result.finish_reason === 'cancelled') return EXIT_CODES.cancelled;
+        this.finish(result, output);
+        conversation.answered(question, result.text.trim());
+      }
+      return interrupt.interrupted ? EXIT_CODES.cancelled : EXIT_CODES.ok;
+    } catch (error) {
+      if (interrupt.interrupted) return EXIT_CODES.cancelled;
+      const overflow = contextOverflow(error);
+      if (overflow === undefined) throw error;
+      const size = `the conversation is now ${overflow.promptTokens} tokens`;
+      const window = `the model's context window of ${overflow.contextLength}`;
+      throw new GlimpseError('input', `${size}, over ${window}: start a new chat`);
+    } finally {
+      reader?.close();
+      interrupt.dispose();
+    }
+  }
+
   /** `--reduce` and `--show-kept` mistakes are found before anything is read or loaded. */
   private checkReductionOptions(): void {
     if (this.reduce !== undefined) checkReduceSpec(this.reduce);
@@ -126,13 +186,13 @@ ${reduceHelp()}
   }
 
   /** Images first: a bad file should fail fast, before a model takes seconds to load. */
-  private async prepare(modelDir: string): Promise<{ images: RgbImage[]; model: Model }> {
+  private async prepare(modelDir: string, paths: string[]): Promise<{ images: RgbImage[]; model: Model }> {
     const progress = startProgress(
-      this.images.length > 0 ? 'Reading images' : 'Loading model',
+      paths.length > 0 ? 'Reading images' : 'Loading model',
       Boolean(process.stderr.isTTY) && !this.json,
     );
     try {
-      const images = await Promise.all(this.images.map((path) => loadImage(path, { maxPixels: this.maxPixels })));
+      const images = await Promise.all(paths.map((path) => loadImage(path, { maxPixels: this.maxPixels })));
       progress.update('Loading model');
       const model = await Model.load(modelDir, { threads: this.threads, visionTower: this.visionTower });
       return { images, model };

@@ -7,13 +7,21 @@ import { text as readAll } from 'node:stream/consumers';
 import { Option } from 'clipanion';
 import * as t from 'typanion';
 
-import { checkReduceSpec, type GenerateOutput, type Message, Model, type SamplingOptions } from '../engine.js';
+import {
+  checkReduceSpec,
+  contextOverflow,
+  type GenerateOutput,
+  type Message,
+  Model,
+  type SamplingOptions,
+} from '../engine.js';
 import { EXIT_CODES, GlimpseError, oneLine } from '../errors.js';
 import { Interrupt } from '../interrupt.js';
 import { findFfmpeg } from '../media/ffmpeg.js';
 import { extractFrames, MAX_FRAMES, probeVideo, sampleTimes, type VideoFrame, type VideoInfo } from '../media/video.js';
 import { resolveModelDir } from '../model-path.js';
 import { formatFrameTable, type FrameRow } from '../output/frame-table.js';
+import { tokensPerImage } from '../output/image-tokens.js';
 import type { AnswerPiece } from '../output/kept-html.js';
 import { NdjsonWriter } from '../output/ndjson.js';
 import { type Progress, startProgress } from '../output/spinner.js';
@@ -35,9 +43,6 @@ import {
 export const DEFAULT_FRAMES = 8;
 export const DEFAULT_VIDEO_PROMPT = 'These are frames from a video, in order. Summarize what happens.';
 export const DEFAULT_FRAME_PROMPT = 'Describe this frame.';
-
-/** The engine's message when a prompt does not fit the context window. */
-const CONTEXT_OVERFLOW = /^the prompt is (\d+) tokens but the model's context window is (\d+)$/;
 
 export class VideoCommand extends GlimpseCommand {
   static override paths = [['video']];
@@ -62,6 +67,9 @@ ${reduceHelp()}
       \`--reduce\` applies to every frame, and to the per-frame captions too; the context
       window must still hold every frame's full count of image tokens. \`--show-kept\` draws
       the summary's frames (\`FILE-1.png\`… or one \`FILE.html\` page), as \`glimpse ask\` does.
+      With \`--reduce\`, \`--stats\` says how many visual tokens each frame kept after the
+      encoder and after prefill (and how many were evicted while decoding), and the \`done\`
+      event of \`--json\` carries the same counts as \`frames\`.
     `,
     examples: [
       ['Summarize a clip', '$0 video clip.mp4'],
@@ -265,21 +273,29 @@ ${reduceHelp()}
       }
       return await generation.result;
     } catch (error) {
-      const overflow = error instanceof GlimpseError ? CONTEXT_OVERFLOW.exec(error.message) : null;
-      if (overflow === null) throw error;
-      throw frameOverflow(frames.length, visionTokens, Number(overflow[2]), Number(overflow[1]));
+      const overflow = contextOverflow(error);
+      if (overflow === undefined) throw error;
+      throw frameOverflow(frames.length, visionTokens, overflow.contextLength, overflow.promptTokens);
     }
   }
 
   private finish(result: GenerateOutput, rows: FrameRow[], output: TextPrinter | NdjsonWriter): void {
+    // What the reduction left of each frame; the stats only give sums over all frames.
+    const kept = this.reduce === undefined ? undefined : tokensPerImage(result.reduction);
     if (output instanceof NdjsonWriter) {
       output.write({ type: 'stats', ...result.stats });
-      const reduction = this.reduce === undefined ? {} : { reduction: result.reduction };
+      const reduction =
+        kept === undefined
+          ? {}
+          : {
+              frames: rows.map((row, i) => ({ frame: row.frame, vision_tokens: row.vision_tokens, ...kept[i] })),
+              reduction: result.reduction,
+            };
       output.write({ type: 'done', text: result.text, finish_reason: result.finish_reason, ...reduction });
       return;
     }
     output.finish();
-    if (this.stats) this.context.stderr.write(formatFrameTable(rows) + formatStats(result.stats));
+    if (this.stats) this.context.stderr.write(formatFrameTable(rows, kept) + formatStats(result.stats));
   }
 
   private sampling(): SamplingOptions {

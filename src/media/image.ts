@@ -24,8 +24,12 @@ export interface ImageOptions {
 }
 
 export async function loadImage(path: string, options: ImageOptions = {}): Promise<RgbImage> {
+  return decodeImage(await readImageFile(path), path, options);
+}
+
+/** Decodes the bytes of an image file already read; `path` only names it in errors. */
+export async function decodeImage(bytes: Buffer, path: string, options: ImageOptions = {}): Promise<RgbImage> {
   const maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
-  const bytes = await readImageFile(path);
   const decoderOptions = { limitInputPixels: maxPixels, autoOrient: true, failOn: 'error' } as const;
 
   // The header alone tells the size, so an oversized image is refused before decoding,

@@ -15,6 +15,8 @@ export interface CliResult {
 export interface CliOptions {
   env?: Record<string, string | undefined>;
   input?: string;
+  /** Kill the CLI after this long (default 2 minutes); a killed run throws. */
+  timeoutMs?: number;
 }
 
 /** Variables that would change which model is picked or how output looks. */
@@ -29,7 +31,7 @@ export function runCli(args: string[], options: CliOptions = {}): CliResult {
     env,
     input: options.input ?? '',
     encoding: 'utf8',
-    timeout: 120_000,
+    timeout: options.timeoutMs ?? 120_000,
   });
   if (result.error) throw result.error;
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
