@@ -13,6 +13,8 @@
 
 pub mod abi;
 pub mod launch;
+#[cfg(feature = "cuda")]
+pub mod nvrtc;
 pub mod sources;
 
 #[cfg(all(test, feature = "kernel-emu"))]
