@@ -22,7 +22,7 @@ export LD_LIBRARY_PATH="$cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export GLIMPSE_REQUIRE_NVRTC=1
 export GLIMPSE_PTX_DIR="$PWD/target/kernels-ptx"
 rm -rf "$GLIMPSE_PTX_DIR"
-cargo test -p glimpse-core --locked --features cuda --lib backend::cuda
+cargo test -p glimpse-core --locked --features cuda --lib backend::cuda::nvrtc::
 
 echo "==> ptxas"
 for ptx in "$GLIMPSE_PTX_DIR"/*.ptx; do

@@ -44,6 +44,7 @@ const PROBS_THREADS: u32 = 256;
 /// mustdrop.cu: 8 warps share a window's 45 member pairs.
 const SIMILARITY_THREADS: u32 = 256;
 const WINDOW: usize = 3;
+const MAX_GRID_YZ: usize = 65_535;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaunchConfig {
@@ -54,7 +55,12 @@ pub struct LaunchConfig {
 
 impl LaunchConfig {
     fn new(grid: [usize; 3], block: u32, shared_bytes: usize) -> Self {
-        let dim = |n: usize| u32::try_from(n).expect("grid dimension beyond u32");
+        // CUDA's limits: 2³¹ − 1 blocks along x, 65535 along y and z.
+        let limits = [i32::MAX as usize, MAX_GRID_YZ, MAX_GRID_YZ];
+        for (axis, (&n, limit)) in grid.iter().zip(limits).enumerate() {
+            assert!(n <= limit, "grid dimension {axis} of {n} blocks exceeds CUDA's {limit}");
+        }
+        let dim = |n: usize| n as u32;
         LaunchConfig {
             grid: [dim(grid[0]), dim(grid[1]), dim(grid[2])],
             block: [block, 1, 1],
@@ -294,6 +300,12 @@ mod tests {
         assert_eq!(plan.heads.grid, [4, 3, 1]);
         assert_eq!(plan.scratch_floats, 3 * 4 * 70);
         assert_eq!(plan.reduce, elementwise(210));
+    }
+
+    #[test]
+    #[should_panic(expected = "grid dimension 1 of 70000 blocks exceeds CUDA's 65535")]
+    fn grid_limits_are_enforced() {
+        attention_probs(70_000, 10, &params(1, 1, 8));
     }
 
     #[test]

@@ -15,7 +15,10 @@
 //
 // __shared__ variables become thread_local statics: one copy per launching OS thread,
 // which is all a block needs since the block's fibers share that thread and blocks run
-// one at a time, while tests launching on other threads keep their own copies.
+// one at a time, while tests launching on other threads keep their own copies. Unlike
+// dynamic shared memory they are not reset between blocks, so a kernel that reads a
+// static __shared__ array before writing it is not caught: kernels write every element
+// of theirs before a barrier and a read.
 #ifndef GLIMPSE_CUDA_EMU_H
 #define GLIMPSE_CUDA_EMU_H
 

@@ -154,6 +154,9 @@ fn prefill_attention_matches_cpu() {
         // Several tiles each way, the vision tower's bidirectional case, and 64-dim heads.
         case(70, 70, true, (2, 2), 64),
         case(70, 70, false, (3, 1), 64),
+        // Llama-7B's 128-dim heads (four lane chunks), and the largest supported head.
+        case(20, 40, true, (2, 1), 128),
+        case(17, 17, false, (1, 1), 256),
     ];
     for (i, c) in cases.iter().enumerate() {
         let x = inputs(c, 100 + i as u64);
@@ -176,6 +179,8 @@ fn decode_attention_matches_cpu() {
         (case(3, 300, false, (4, 1), 40), 132, 3),
         // Few SMs: one split walks all keys, warps taking many tiles each.
         (case(1, 700, false, (2, 1), 32), 1, 1),
+        (case(1, 300, true, (4, 2), 128), 132, 3),
+        (case(2, 200, true, (1, 1), 256), 132, 2),
     ];
     for (i, (c, sm_count, splits)) in cases.iter().enumerate() {
         let x = inputs(c, 200 + i as u64);
