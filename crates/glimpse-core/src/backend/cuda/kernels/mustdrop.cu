@@ -1,6 +1,6 @@
 // MustDrop stage 1 on the device: similarity of each 3×3 window of patches, and the
-// merged hidden states (reduce/mustdrop/encoder.rs decides which windows merge, on the
-// host, from the similarities).
+// merged hidden states. Which windows merge, and in what order the rows come out, is
+// decided on the host from the similarities, as reduce/mustdrop/encoder.rs does.
 #include "common.cuh"
 
 #define WINDOW 3
