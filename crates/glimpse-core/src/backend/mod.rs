@@ -9,6 +9,7 @@
 //! allocation is kept across resizes, so the decode loop reuses the same buffers each step.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::error::Result;
 use crate::model::config::Activation;

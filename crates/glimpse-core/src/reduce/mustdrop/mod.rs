@@ -3,7 +3,7 @@
 //! at several layers, stage 3 trims the caches and evicts what the output ignores.
 
 mod cache;
-mod encoder;
+pub(crate) mod encoder;
 mod filter;
 
 use super::knobs::Knobs;
