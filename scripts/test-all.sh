@@ -44,21 +44,39 @@ count() {
   fi
 }
 
+# Sums the `test result: ok. N passed; M failed; ...` lines libtest prints per test binary.
+cargo_counts() {
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | awk '
+    /^test result:/ {
+      for (i = 1; i < NF; i++) {
+        if ($(i + 1) ~ /^passed/) p += $i
+        if ($(i + 1) ~ /^failed/) f += $i
+      }
+    }
+    END { print p + 0, f + 0 }'
+}
+
 check "cargo fmt" cargo fmt --all -- --check
 check "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 
 suite cargo-test cargo test --workspace --locked
 status=$?
-# libtest prints one `test result: ok. N passed; M failed; ...` line per test binary.
-read -r rust_passed rust_failed < <(sed 's/\x1b\[[0-9;]*m//g' "$logs/cargo-test.log" | awk '
-  /^test result:/ {
-    for (i = 1; i < NF; i++) {
-      if ($(i + 1) ~ /^passed/) p += $i
-      if ($(i + 1) ~ /^failed/) f += $i
-    }
-  }
-  END { print p + 0, f + 0 }')
+read -r rust_passed rust_failed < <(cargo_counts "$logs/cargo-test.log")
 count "cargo test" "$status" "$rust_passed" "$rust_failed"
+
+# The CUDA kernels without a GPU: each runs on our CPU emulation of CUDA against the CPU
+# backend, then every kernel is compiled by NVRTC 13.0 (PyPI wheel) for sm_80 and sm_90 and
+# checked by ptxas.
+check "cargo clippy (cuda, kernel-emu)" cargo clippy -p glimpse-core --all-targets --locked --features cuda,kernel-emu -- -D warnings
+suite kernels-emu bash scripts/test-kernels-emu.sh
+status=$?
+read -r k_passed k_failed < <(cargo_counts "$logs/kernels-emu.log")
+count "kernels (emulated)" "$status" "$k_passed" "$k_failed"
+
+suite kernels-nvrtc bash scripts/check-kernels.sh
+status=$?
+read -r n_passed n_failed < <(cargo_counts "$logs/kernels-nvrtc.log")
+count "kernels (NVRTC)" "$status" "$n_passed" "$n_failed"
 
 check "typecheck" npm run --silent typecheck
 check "build" npm run --silent build
