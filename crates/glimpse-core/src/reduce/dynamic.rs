@@ -24,9 +24,9 @@ pub struct Config {
 
 impl Config {
     pub fn parse(mut knobs: Knobs) -> Result<Self> {
+        knobs.only(&["keep_rate", "text", "positions"])?;
         let keep_rate = knobs.take_in::<f64>("keep_rate", "a share between 0 and 1", 0.0, 1.0)?;
         let text = knobs.take_switch("text")?;
-        knobs.finish(&["keep_rate", "text", "positions"])?;
         Ok(Config { keep_rate, text })
     }
 }

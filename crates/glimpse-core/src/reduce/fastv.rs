@@ -27,6 +27,7 @@ pub struct Config {
 
 impl Config {
     pub fn parse(mut knobs: Knobs) -> Result<Self> {
+        knobs.only(&["k", "keep", "r", "positions"])?;
         let k = knobs.take::<usize>("k", "a layer count")?.unwrap_or(2);
         if k == 0 {
             return Err(Error::usage("--reduce fastv: k must be at least 1"));
@@ -39,7 +40,6 @@ impl Config {
             (None, Some(r)) => Budget::DropShare(r),
             (None, None) => Budget::Keep(288),
         };
-        knobs.finish(&["k", "keep", "r", "positions"])?;
         Ok(Config { k, budget })
     }
 }

@@ -72,7 +72,7 @@ impl ReduceSpec {
         };
         let method = match name {
             "none" => {
-                knobs.finish(&[])?;
+                knobs.only(&["positions"])?;
                 Method::None
             }
             "mustdrop" => Method::MustDrop(mustdrop::Config::parse(knobs)?),
@@ -193,6 +193,8 @@ mod tests {
         assert!(e.message.contains("unknown reduction method 'tome'"), "{}", e.message);
         let e = ReduceSpec::parse("none:keep=3").unwrap_err();
         assert!(e.message.contains("unknown setting 'keep'"), "{}", e.message);
+        let e = ReduceSpec::parse("mustdrop:kep=64").unwrap_err();
+        assert!(e.message.contains("unknown setting 'kep'"), "{}", e.message);
         let e = ReduceSpec::parse("fastv:positions=weird").unwrap_err();
         assert!(e.message.contains("must be one of original, compact"), "{}", e.message);
     }

@@ -63,6 +63,7 @@ const KNOBS: &[&str] = &[
 
 impl Config {
     pub fn parse(mut knobs: Knobs) -> Result<Self> {
+        knobs.only(KNOBS)?;
         let keep = knobs.take::<usize>("keep", "a token count")?;
         let global = knobs.take_in::<f64>("g", "a share between 0 and 1", 0.0, 1.0)?;
         let individual = knobs.take_in::<f64>("i", "a probability between 0 and 1", 0.0, 1.0)?;
@@ -100,7 +101,6 @@ impl Config {
                 .unwrap_or(0.1),
             warmup: knobs.take::<usize>("warmup", "a step count")?.unwrap_or(32),
         };
-        knobs.finish(KNOBS)?;
         Ok(config)
     }
 }

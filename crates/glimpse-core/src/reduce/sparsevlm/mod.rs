@@ -40,6 +40,7 @@ const KNOBS: &[&str] = &["keep", "scale", "bias", "layers", "recycle", "position
 
 impl Config {
     pub fn parse(mut knobs: Knobs) -> Result<Self> {
+        knobs.only(KNOBS)?;
         let keep = knobs.take::<usize>("keep", "a token count")?;
         let scale = knobs.take_in::<f64>("scale", "a number of at least 0", 0.0, f64::MAX)?;
         let bias = knobs.take_in::<f64>("bias", "a number", f64::MIN, f64::MAX)?;
@@ -62,7 +63,6 @@ impl Config {
             layers: knobs.take_layers("layers")?,
             recycle: knobs.take_switch("recycle")?.unwrap_or(true),
         };
-        knobs.finish(KNOBS)?;
         Ok(config)
     }
 }
