@@ -143,6 +143,19 @@ pub fn default_layers(published: &[usize], n_layers: usize) -> Vec<usize> {
     layers
 }
 
+/// The filter layers a method runs with: the user's (checked to exist) or the published
+/// ones placed for this model's depth.
+pub fn filter_layers(
+    method: &str,
+    chosen: Option<&[usize]>,
+    published: &[usize],
+    n_layers: usize,
+) -> Result<Vec<usize>> {
+    let layers = chosen.map_or_else(|| default_layers(published, n_layers), <[usize]>::to_vec);
+    check_layers(method, &layers, n_layers)?;
+    Ok(layers)
+}
+
 /// Checks that filter layers exist in the language model.
 pub fn check_layers(method: &str, layers: &[usize], n_layers: usize) -> Result<()> {
     match layers.iter().find(|&&l| l >= n_layers) {

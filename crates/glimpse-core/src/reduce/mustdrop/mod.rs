@@ -7,7 +7,7 @@ pub(crate) mod encoder;
 mod filter;
 
 use super::knobs::Knobs;
-use super::plan::{check_budget, check_layers, default_layers, ReductionPlan};
+use super::plan::{check_budget, filter_layers, ReductionPlan};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::llava::Llava;
@@ -106,12 +106,12 @@ impl Config {
 }
 
 pub(crate) fn build<'m, B: Backend>(cfg: &Config, model: &'m Llava<B>, plan: &mut ReductionPlan<'m, B>) -> Result<()> {
-    let n_layers = model.language.n_layers();
-    let layers = cfg
-        .layers
-        .clone()
-        .unwrap_or_else(|| default_layers(&PUBLISHED_LAYERS, n_layers));
-    check_layers("mustdrop", &layers, n_layers)?;
+    let layers = filter_layers(
+        "mustdrop",
+        cfg.layers.as_deref(),
+        &PUBLISHED_LAYERS,
+        model.language.n_layers(),
+    )?;
     if let Budget::Keep(n) = cfg.budget {
         check_budget("mustdrop", n, model.config.image_seq_len())?;
     }

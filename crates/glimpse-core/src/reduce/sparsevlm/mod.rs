@@ -9,7 +9,7 @@ mod raters;
 mod recycle;
 
 use super::knobs::Knobs;
-use super::plan::{check_budget, check_layers, default_layers, ReductionPlan};
+use super::plan::{check_budget, filter_layers, ReductionPlan};
 use super::rank::budget_schedule;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -68,12 +68,12 @@ impl Config {
 }
 
 pub(crate) fn build<'m, B: Backend>(cfg: &Config, model: &'m Llava<B>, plan: &mut ReductionPlan<'m, B>) -> Result<()> {
-    let n_layers = model.language.n_layers();
-    let layers = cfg
-        .layers
-        .clone()
-        .unwrap_or_else(|| default_layers(&PUBLISHED_LAYERS, n_layers));
-    check_layers("sparsevlm", &layers, n_layers)?;
+    let layers = filter_layers(
+        "sparsevlm",
+        cfg.layers.as_deref(),
+        &PUBLISHED_LAYERS,
+        model.language.n_layers(),
+    )?;
     if let Budget::Keep(n) = cfg.budget {
         let tokens = model.config.image_seq_len();
         check_budget("sparsevlm", n, tokens)?;
