@@ -70,7 +70,7 @@ def training_corpus(seed: int, lines: int = 4000) -> list[str]:
     return corpus
 
 
-def learn_pieces(corpus: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+def learn_pieces(corpus: list[str], base_vocab_size: int = BASE_VOCAB_SIZE) -> tuple[list[str], list[tuple[str, str]]]:
     """Train BPE pieces and merges the way SentencePiece segments Llama text.
 
     Training splits on spaces (kept as a leading `▁`), punctuation and single digits so that no learned
@@ -87,7 +87,7 @@ def learn_pieces(corpus: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
         ]
     )
     alphabet = sorted(set(string.printable) - set(string.whitespace)) + [METASPACE]
-    learned_size = BASE_VOCAB_SIZE - len(BYTE_TOKENS) - 3
+    learned_size = base_vocab_size - len(BYTE_TOKENS) - 3
     trainer = trainers.BpeTrainer(
         vocab_size=learned_size,
         initial_alphabet=alphabet,
@@ -106,7 +106,13 @@ def learn_pieces(corpus: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 
 def build_tokenizer(seed: int) -> LlamaTokenizerFast:
     """The fixture tokenizer, wrapped by transformers so that its save_pretrained writes the files."""
-    pieces, merges = learn_pieces(training_corpus(seed))
+    return build_llama_tokenizer(training_corpus(seed))
+
+
+def build_llama_tokenizer(corpus: list[str], base_vocab_size: int = BASE_VOCAB_SIZE) -> LlamaTokenizerFast:
+    """A Llama-2-layout tokenizer whose pieces are learned from `corpus`; `<image>` and `<pad>` follow
+    the `base_vocab_size` ids."""
+    pieces, merges = learn_pieces(corpus, base_vocab_size)
     ordered = [UNK, BOS, EOS] + BYTE_TOKENS + pieces
     if len(set(ordered)) != len(ordered):
         raise RuntimeError("learned pieces collide with special or byte tokens")
@@ -141,7 +147,7 @@ def build_tokenizer(seed: int) -> LlamaTokenizerFast:
         special_tokens=True,
     )
     tokenizer.pad_token = PAD_TOKEN
-    expected_ids = {UNK: 0, BOS: 1, EOS: 2, IMAGE_TOKEN: BASE_VOCAB_SIZE, PAD_TOKEN: BASE_VOCAB_SIZE + 1}
+    expected_ids = {UNK: 0, BOS: 1, EOS: 2, IMAGE_TOKEN: base_vocab_size, PAD_TOKEN: base_vocab_size + 1}
     for token, token_id in expected_ids.items():
         if tokenizer.convert_tokens_to_ids(token) != token_id:
             raise RuntimeError(f"{token} has id {tokenizer.convert_tokens_to_ids(token)}, expected {token_id}")

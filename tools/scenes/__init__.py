@@ -1,0 +1,1 @@
+"""Procedural scenes, the demo model trained on them, and its held-out evaluation set."""

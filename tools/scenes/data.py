@@ -1,0 +1,108 @@
+"""Training examples and the held-out evaluation set, both drawn from the scene generator.
+
+A training example is one scene and a conversation about it: a few question/answer turns and,
+often, a caption turn, in the model's chat format. Only the answers (and the end-of-sequence token
+closing each) are learned.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .generator import Scene, caption_prompt
+
+# CLIP's normalisation, which the exported preprocessor_config.json declares too.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+IMAGE_PLACEHOLDER = "<image>"
+END_OF_TURN = "</s>"
+
+
+@dataclass
+class Example:
+    pixels: np.ndarray  # (3, 336, 336) float32, normalised
+    text: str  # the conversation with one image placeholder
+    answer_spans: list[tuple[int, int]]  # characters of `text` the loss covers
+    # Targets of the vision tower's training probe (see model.SceneProbe).
+    count: int
+    colours: list[str]
+    shapes: list[str]
+    patch_colours: np.ndarray  # (576,) class per patch
+    patch_shapes: np.ndarray  # (576,)
+    patch_centres: np.ndarray  # (576,) 1.0 where an object's centre lies
+
+
+def conversation(turns: list[tuple[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The turns in the exported chat template's format, `USER: <image>\nQ ASSISTANT: A</s>USER: Q ...`,
+    and the character span of each answer with its closing `</s>` (what the loss covers)."""
+    text, spans = "", []
+    for index, (question, answer) in enumerate(turns):
+        image = f"{IMAGE_PLACEHOLDER}\n" if index == 0 else ""
+        text += f"USER: {image}{question} ASSISTANT:"
+        start = len(text)
+        text += f" {answer}{END_OF_TURN}"
+        spans.append((start, len(text)))
+    return text, spans
+
+
+def training_example(seed: int) -> Example:
+    rng = random.Random(seed)
+    scene = Scene.sample(rng)
+    # Several turns per image: the 576 image tokens dominate the cost, each turn adds a few tokens.
+    questions = scene.questions(rng)
+    turns = [(q.text, q.answer) for q in questions[: rng.randint(min(2, len(questions)), len(questions))]]
+    if rng.random() < 0.5:
+        turns.insert(rng.randint(0, len(turns)), (caption_prompt(rng), scene.caption()))
+    text, spans = conversation(turns)
+    patch_colours, patch_shapes, patch_centres = scene.patch_labels()
+    return Example(
+        pixels=normalise(scene.render()),
+        text=text,
+        answer_spans=spans,
+        count=len(scene.objects),
+        colours=sorted({o.colour for o in scene.objects}),
+        shapes=sorted({o.shape for o in scene.objects}),
+        patch_colours=patch_colours,
+        patch_shapes=patch_shapes,
+        patch_centres=patch_centres,
+    )
+
+
+def normalise(image) -> np.ndarray:
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = (array - np.array(CLIP_MEAN, dtype=np.float32)) / np.array(CLIP_STD, dtype=np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def write_eval_set(out_dir: Path, seed: int, scenes: int) -> int:
+    """`scenes` held-out scenes as PNGs plus eval.jsonl: every question each scene can answer and a
+    caption request scored by the objects it must name. Returns the number of lines."""
+    images = out_dir / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index in range(scenes):
+        rng = random.Random(seed * 1_000_003 + index)
+        scene = Scene.sample(rng)
+        name = f"images/scene-{index:04d}.png"
+        scene.render().save(out_dir / name, optimize=True)
+        for q in scene.questions(rng):
+            lines.append({"image": name, "question": q.text, "answers": q.accepted, "kind": q.kind})
+        lines.append(
+            {
+                "image": name,
+                "question": "Describe the image in one sentence.",
+                "must_mention": scene.mentions(),
+                "kind": "caption",
+                "max_tokens": 64,
+            }
+        )
+    with open(out_dir / "eval.jsonl", "w") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+    return len(lines)

@@ -1,0 +1,222 @@
+"""Trains the embedded demo model on generated scenes and saves it in the llava-hf layout.
+
+    cd tools && ../.venv/bin/python -m scenes.train --out ../models/default
+
+Seeded end to end: the tokenizer, the initial weights and every training example follow from
+`--seed`, so the same command on the same library versions gives the same model (thread count
+aside: float reductions on more threads may round differently).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fixturegen.tokenizer import build_llama_tokenizer
+
+from .data import CLIP_MEAN, CLIP_STD, IMAGE_PLACEHOLDER, training_example
+from .generator import COLOURS, SHAPES, Scene, caption_prompt
+from .model import IMAGE_SIZE, IMAGE_TOKENS, PATCH, build, llava_config
+
+# Token ids 0..BASE_VOCAB-1 are learned pieces (with the Llama-2 specials and byte fallback);
+# `<image>` and `<pad>` follow.
+BASE_VOCAB = 420
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['content'] is string %}{% set parts = [{'type': 'text', 'text': message['content']}] %}"
+    "{% else %}{% set parts = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'system' %}{{ parts[0]['text'] + '\n' }}"
+    "{% elif message['role'] == 'user' %}USER: "
+    "{% for part in parts %}{% if part['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for part in parts %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %} "
+    "{% else %}ASSISTANT: "
+    "{% for part in parts %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}</s>"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def tokenizer_corpus(seed: int, scenes: int = 3000) -> list[str]:
+    rng = random.Random(seed)
+    corpus = ["USER: ASSISTANT:"]
+    for _ in range(scenes):
+        scene = Scene.sample(rng)
+        corpus.append(f"USER: {caption_prompt(rng)} ASSISTANT: {scene.caption()}")
+        corpus.extend(f"USER: {q.text} ASSISTANT: {q.answer}" for q in scene.questions(rng))
+    return corpus
+
+
+def encode(tokenizer, example, image_token_id: int) -> tuple[list[int], list[int]]:
+    """Token ids with the image placeholder expanded to IMAGE_TOKENS slots, and labels (-100 where
+    no loss applies)."""
+    encoding = tokenizer(example.text, return_offsets_mapping=True)
+    ids, labels = [], []
+    for token, (start, _) in zip(encoding["input_ids"], encoding["offset_mapping"]):
+        if token == image_token_id:
+            ids.extend([image_token_id] * IMAGE_TOKENS)
+            labels.extend([-100] * IMAGE_TOKENS)
+            continue
+        ids.append(token)
+        learned = any(lo <= start < hi for lo, hi in example.answer_spans)
+        labels.append(token if learned else -100)
+    if ids.count(image_token_id) != IMAGE_TOKENS:
+        raise RuntimeError("a training conversation must hold exactly one image")
+    return ids, labels
+
+
+def collate(examples, tokenizer, image_token_id: int, pad_id: int) -> dict[str, torch.Tensor]:
+    encoded = [encode(tokenizer, e, image_token_id) for e in examples]
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (ids, target) in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(ids)] = torch.tensor(target)
+        mask[row, : len(ids)] = 1
+    present = torch.zeros((len(examples), len(COLOURS) + len(SHAPES)))
+    for row, e in enumerate(examples):
+        for colour in e.colours:
+            present[row, list(COLOURS).index(colour)] = 1
+        for shape in e.shapes:
+            present[row, len(COLOURS) + SHAPES.index(shape)] = 1
+    return {
+        "pixel_values": torch.from_numpy(np.stack([e.pixels for e in examples])),
+        "patch_colours": torch.from_numpy(np.stack([e.patch_colours for e in examples])).long(),
+        "patch_shapes": torch.from_numpy(np.stack([e.patch_shapes for e in examples])).long(),
+        "patch_centres": torch.from_numpy(np.stack([e.patch_centres for e in examples])),
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_mask": mask,
+        "count": torch.tensor([e.count for e in examples]),
+        "present": present,
+    }
+
+
+def forward_losses(model, probe, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LM loss over answer tokens, the tower's probe loss, and the answer-token accuracy.
+
+    The same computation as LlavaForConditionalGeneration.forward, spelled out so the vision tower
+    runs once for both the projector and the probes.
+    """
+    inner = model.model
+    vision = inner.vision_tower(batch["pixel_values"], output_hidden_states=True)
+    patches = vision.hidden_states[-2][:, 1:]
+    features = inner.multi_modal_projector(patches)
+    embeds = inner.language_model.embed_tokens(batch["input_ids"])
+    slots = (batch["input_ids"] == image_token_id).unsqueeze(-1)
+    embeds = embeds.masked_scatter(slots, features.to(embeds.dtype))
+    hidden = inner.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    learned = targets != -100
+    logits = model.lm_head(hidden[:, :-1][learned])
+    lm_loss = F.cross_entropy(logits, targets[learned])
+    accuracy = (logits.argmax(-1) == targets[learned]).float().mean()
+
+    return lm_loss, probe.loss(patches, vision.pooler_output, batch), accuracy
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def save(model, tokenizer, out: Path, config_note: dict) -> None:
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
+
+    out.mkdir(parents=True, exist_ok=True)
+    # Stored in bf16 (half the bytes); the engine computes in f32 either way.
+    copy.deepcopy(model).to("cpu", torch.bfloat16).save_pretrained(out)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        resample=3,
+        do_center_crop=True,
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+    (out / "training.json").write_text(json.dumps(config_note, indent=2) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--warmup", type=int, default=150)
+    parser.add_argument("--probe-weight", type=float, default=1.0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--save-every", type=int, default=500)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    tokenizer = build_llama_tokenizer(tokenizer_corpus(args.seed), BASE_VOCAB)
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+    pad_id = tokenizer.pad_token_id
+    config = llava_config(len(tokenizer), image_token_id, pad_id)
+    model, probe = build(config, args.seed)
+    model.to(args.device)
+    probe.to(args.device)
+    parameters = list(model.parameters()) + list(probe.parameters())
+    print(f"parameters: {sum(p.numel() for p in model.parameters()):,} (+{sum(p.numel() for p in probe.parameters()):,} probe)")
+    optimiser = torch.optim.AdamW(parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
+
+    # Training scenes are numbered from a seed-derived base far from the evaluation set's.
+    base = (args.seed + 1) * 10_000_000
+    started = time.time()
+    for step in range(args.steps):
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
+        examples = [training_example(base + step * args.batch + i) for i in range(args.batch)]
+        batch = {k: v.to(args.device) for k, v in collate(examples, tokenizer, image_token_id, pad_id).items()}
+        lm_loss, aux, accuracy = forward_losses(model, probe, batch, image_token_id)
+        loss = lm_loss + args.probe_weight * aux
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimiser.step()
+        if step % args.log_every == 0 or step == args.steps - 1:
+            elapsed = time.time() - started
+            print(
+                f"step {step:5d}  lm {lm_loss.item():.4f}  aux {aux.item():.4f}  answer-token acc {accuracy.item():.3f}"
+                f"  lr {optimiser.param_groups[0]['lr']:.2e}  {elapsed / 60:.1f} min",
+                flush=True,
+            )
+        if (step + 1) % args.save_every == 0 or step == args.steps - 1:
+            note = {
+                "command": "python -m scenes.train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+                "steps_done": step + 1,
+                "minutes": round((time.time() - started) / 60, 1),
+                "last_lm_loss": round(lm_loss.item(), 4),
+            }
+            save(model, tokenizer, args.out, note)
+
+
+if __name__ == "__main__":
+    main()
