@@ -175,6 +175,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Tiny activations and gradients of a freshly initialised model are often denormal floats,
+    # which the CPU handles many times slower than normal ones.
+    torch.set_flush_denormal(True)
 
     tokenizer = build_llama_tokenizer(tokenizer_corpus(args.seed), BASE_VOCAB)
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
