@@ -12,6 +12,7 @@ import argparse
 import collections
 import json
 import re
+import unicodedata
 from pathlib import Path
 
 import torch
@@ -20,17 +21,20 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 
 def normalise(text: str) -> str:
-    text = re.sub(r"\s+", " ", text.strip().lower())
-    text = re.sub(r"[.!?,;:]+$", "", text)
-    return re.sub(r"^(a|an|the) ", "", text)
+    """The rules of `glimpse eval` (src/eval/score.ts): lowercase, whitespace collapsed, trailing
+    punctuation and one leading article removed."""
+    text = re.sub(r"\s+", " ", text.lower()).strip()
+    while text and unicodedata.category(text[-1]).startswith("P"):
+        text = text[:-1]
+    return re.sub(r"^(a|an|the) ", "", text.rstrip())
 
 
 def correct(answer: str, line: dict) -> bool:
     said = normalise(answer)
     if "answers" in line:
         accepted = {normalise(a) for a in line["answers"]}
-        return said in accepted or said.split(" ")[0] in accepted
-    return all(re.search(rf"\b{re.escape(normalise(p))}\b", said) for p in line["must_mention"])
+        return said in accepted or normalise(said.split(" ")[0]) in accepted
+    return all(re.search(rf"(?<![^\W_]){re.escape(normalise(p))}(?![^\W_])", said) for p in line["must_mention"])
 
 
 def main() -> None:
