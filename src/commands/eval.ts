@@ -107,7 +107,8 @@ ${reduceHelp()}`,
       progress.clear();
       if (outcome.interrupted) return EXIT_CODES.cancelled;
       const elapsed = formatDuration(performance.now() - started);
-      stderr.write(`${items.length} questions x ${specs.length} specs = ${total} answers in ${elapsed}\n`);
+      const count = `${plural(items.length, 'question')} under ${plural(specs.length, 'spec')}`;
+      stderr.write(`${total} answers (${count}) in ${elapsed}\n`);
 
       const summaries = summarise(specs, outcome.results);
       this.context.stdout.write(formatEvalTable(summaries));
@@ -190,6 +191,10 @@ function resultRecord({ item, reduce, answer, correct, finish_reason, stats }: L
     finish_reason,
     stats,
   };
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }
 
 function checkJsonPath(path: string): void {

@@ -137,7 +137,9 @@ function phraseList(value: unknown, field: string): string[] {
     throw new LineError(`'${field}' must be a non-empty list of strings`);
   }
   const empty = value.find((entry) => normalise(entry) === '');
-  if (empty !== undefined) throw new LineError(`'${field}' has an entry with nothing to compare: ${JSON.stringify(empty)}`);
+  if (empty !== undefined) {
+    throw new LineError(`'${field}' has an entry with nothing to compare: ${JSON.stringify(empty)}`);
+  }
   return value;
 }
 

@@ -42,10 +42,11 @@ export interface EvalOutcome {
 export async function evaluate(job: EvalJob): Promise<EvalOutcome> {
   const results: LineResult[] = [];
   let decoded: { path: string; image: RgbImage } | undefined;
-  for (const item of job.items) {
+  for (const [index, item] of job.items.entries()) {
     if (decoded?.path !== item.imagePath) {
       decoded = { path: item.imagePath, image: await decode(job.file, item) };
     }
+    if (index === 0 && (await warmUp(job, item, decoded.image)) === 'cancelled') return { results, interrupted: true };
     const answered: LineResult[] = [];
     for (const spec of job.specs) {
       job.progress.started(`line ${item.line}, ${spec}`);
@@ -57,6 +58,16 @@ export async function evaluate(job: EvalJob): Promise<EvalOutcome> {
     results.push(...answered);
   }
   return { results, interrupted: job.signal.aborted };
+}
+
+/**
+ * One answer that is not scored, before the first that is: the first generation of a process
+ * pays one-off costs (weights paged in from disk, threads started) that would otherwise
+ * land on the first spec's prefill time.
+ */
+async function warmUp(job: EvalJob, item: EvalItem, image: RgbImage): Promise<'done' | 'cancelled'> {
+  const result = await answer(job, { ...item, maxTokens: 1 }, image, job.specs[0] ?? 'none');
+  return result === 'cancelled' ? 'cancelled' : 'done';
 }
 
 async function decode(file: string, item: EvalItem): Promise<RgbImage> {

@@ -17,6 +17,8 @@ export const PLOT_HEIGHT = 600;
 const AREA = { left: 90, right: PLOT_WIDTH - 40, top: 70, bottom: PLOT_HEIGHT - 80 };
 const FONT = 'DejaVu Sans, Helvetica, Arial, sans-serif';
 const COLOURS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
+const X_AXIS_NAME = 'mean vision tokens kept into the language model (after_prefill)';
+const Y_AXIS_NAME = 'accuracy (%)';
 const LABEL_SIZE = 13;
 /** A generous average glyph width at LABEL_SIZE, to keep labels apart and inside the picture. */
 const LABEL_CHAR_WIDTH = 7.8;
@@ -67,13 +69,12 @@ export function evalPlotSvg(summaries: readonly SpecSummary[], title: string): s
     parts.push(line(AREA.left, y, AREA.right, y, '#e4e4e4'), line(AREA.left - 6, y, AREA.left, y, '#333'));
     parts.push(text(AREA.left - 10, y + 4.5, tickText(tick), { size: 13, anchor: 'end' }));
   }
+  const frame = { width: AREA.right - AREA.left, height: AREA.bottom - AREA.top };
+  const axisName = { size: 15, anchor: 'middle' } as const;
   parts.push(
-    `<rect x="${AREA.left}" y="${AREA.top}" width="${AREA.right - AREA.left}" height="${AREA.bottom - AREA.top}" fill="none" stroke="#333"/>`,
-    text((AREA.left + AREA.right) / 2, PLOT_HEIGHT - 28, 'mean vision tokens kept into the language model (after_prefill)', {
-      size: 15,
-      anchor: 'middle',
-    }),
-    `<g transform="translate(28 ${(AREA.top + AREA.bottom) / 2}) rotate(-90)">${text(0, 0, 'accuracy (%)', { size: 15, anchor: 'middle' })}</g>`,
+    `<rect x="${AREA.left}" y="${AREA.top}" width="${frame.width}" height="${frame.height}" fill="none" stroke="#333"/>`,
+    text((AREA.left + AREA.right) / 2, PLOT_HEIGHT - 28, X_AXIS_NAME, axisName),
+    `<g transform="translate(28 ${(AREA.top + AREA.bottom) / 2}) rotate(-90)">${text(0, 0, Y_AXIS_NAME, axisName)}</g>`,
   );
 
   const placed: Box[] = [];
@@ -166,7 +167,8 @@ function text(
   style: { size: number; anchor: 'start' | 'middle' | 'end'; weight?: string; fill?: string },
 ): string {
   const weight = style.weight === undefined ? '' : ` font-weight="${style.weight}"`;
-  return `<text x="${x}" y="${y}" font-size="${style.size}" text-anchor="${style.anchor}" fill="${style.fill ?? '#222'}"${weight}>${escapeXml(content)}</text>`;
+  const attributes = `font-size="${style.size}" text-anchor="${style.anchor}" fill="${style.fill ?? '#222'}"${weight}`;
+  return `<text x="${x}" y="${y}" ${attributes}>${escapeXml(content)}</text>`;
 }
 
 function escapeXml(content: string): string {

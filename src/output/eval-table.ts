@@ -58,7 +58,8 @@ function ratio(value: number | null): string {
 /** The first column left-aligned (names), the others right-aligned (numbers). */
 function layout(table: string[][]): string {
   const widths = table[0]!.map((_, column) => Math.max(...table.map((cells) => cells[column]?.length ?? 0)));
-  const line = (cells: string[]) =>
-    cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  ');
+  const pad = (cell: string, column: number) =>
+    column === 0 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!);
+  const line = (cells: string[]) => cells.map(pad).join('  ');
   return table.map((cells) => `${line(cells)}\n`).join('');
 }
