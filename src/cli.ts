@@ -7,6 +7,7 @@ import { Builtins, Cli, type BaseContext, type Command } from 'clipanion';
 
 import { AskCommand } from './commands/ask.js';
 import { CaptionCommand } from './commands/caption.js';
+import { EvalCommand } from './commands/eval.js';
 import { InspectCommand } from './commands/inspect.js';
 import { VideoCommand } from './commands/video.js';
 import { EXIT_CODES, GlimpseError, oneLine, reportError } from './errors.js';
@@ -25,6 +26,7 @@ export function createCli(enableColors: boolean): Cli<BaseContext> {
   });
   cli.register(AskCommand);
   cli.register(CaptionCommand);
+  cli.register(EvalCommand);
   cli.register(InspectCommand);
   cli.register(VideoCommand);
   cli.register(Builtins.HelpCommand);

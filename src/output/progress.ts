@@ -1,7 +1,7 @@
-// Progress of a run over many images, on stderr. At a terminal it is one line redrawn in
-// place: a bar, the count, images per minute, the time left and the current file.
-// Otherwise (a log file, a job scheduler) it is a plain line every 10 images or every
-// 5 seconds, whichever comes first. Either way a summary line ends the run.
+// Progress of a run over many items (images to caption, answers to evaluate), on stderr. At
+// a terminal it is one line redrawn in place: a bar, the count, items per minute, the time
+// left and the current item. Otherwise (a log file, a job scheduler) it is a plain line
+// every 10 items or every 5 seconds, whichever comes first. A summary line ends the run.
 
 const LINE_EVERY_IMAGES = 10;
 const LINE_EVERY_MS = 5_000;
@@ -9,8 +9,10 @@ const BAR_WIDTH = 20;
 const CLEAR_LINE = '\r\u001b[2K';
 
 export interface BatchProgressOptions {
-  /** Images this run will go through. */
+  /** Items this run will go through. */
   total: number;
+  /** What an item is called in the lines, plural (default `images`). */
+  unit?: string;
   /** Redraw one line in place (stderr is a terminal) instead of printing lines. */
   terminal: boolean;
   /** Terminal width; the line is cut to fit so it never wraps. */
@@ -21,6 +23,7 @@ export interface BatchProgressOptions {
 export class BatchProgress {
   readonly #out: NodeJS.WritableStream;
   readonly #total: number;
+  readonly #unit: string;
   readonly #terminal: boolean;
   readonly #columns: number;
   readonly #now: () => number;
@@ -33,6 +36,7 @@ export class BatchProgress {
   constructor(out: NodeJS.WritableStream, options: BatchProgressOptions) {
     this.#out = out;
     this.#total = options.total;
+    this.#unit = options.unit ?? 'images';
     this.#terminal = options.terminal;
     // A pseudo-terminal may report 0 columns.
     this.#columns = options.columns || 80;
@@ -41,13 +45,13 @@ export class BatchProgress {
     this.#lastLineAt = this.#startedAt;
   }
 
-  /** `path` is being captioned now. */
-  started(path: string): void {
-    this.#current = path;
+  /** Work on `label` (the image being captioned, the question being answered) starts now. */
+  started(label: string): void {
+    this.#current = label;
     if (this.#terminal) this.#redraw();
   }
 
-  /** The current image is done, with a caption or with a failure. */
+  /** The current item is done, with success or with a failure. */
   finished(succeeded: boolean): void {
     this.#done += 1;
     if (!succeeded) this.#failed += 1;
@@ -58,7 +62,7 @@ export class BatchProgress {
     const now = this.#now();
     if (this.#done % LINE_EVERY_IMAGES === 0 || now - this.#lastLineAt >= LINE_EVERY_MS) {
       this.#lastLineAt = now;
-      this.#out.write(`${this.#done}/${this.#total} images, ${this.#rateText()}, ETA ${this.#etaText()}\n`);
+      this.#out.write(`${this.#done}/${this.#total} ${this.#unit}, ${this.#rateText()}, ETA ${this.#etaText()}\n`);
     }
   }
 
@@ -77,7 +81,7 @@ export class BatchProgress {
     if (this.#terminal) this.#redraw();
   }
 
-  /** Replaces the progress line with a summary of the run. */
+  /** Replaces the progress line with a summary of a captioning run. */
   end(interrupted: boolean): void {
     if (this.#terminal) this.#out.write(CLEAR_LINE);
     const captioned = this.#done - this.#failed;
@@ -97,18 +101,18 @@ export class BatchProgress {
     this.#out.write(`${CLEAR_LINE}${(status + shortenPath(this.#current, room)).slice(0, this.#columns - 1)}`);
   }
 
-  #imagesPerMs(): number | undefined {
+  #itemsPerMs(): number | undefined {
     const elapsed = this.#now() - this.#startedAt;
     return this.#done > 0 && elapsed > 0 ? this.#done / elapsed : undefined;
   }
 
   #rateText(): string {
-    const rate = this.#imagesPerMs();
-    return rate === undefined ? '- images/min' : `${(rate * 60_000).toFixed(1)} images/min`;
+    const rate = this.#itemsPerMs();
+    return rate === undefined ? `- ${this.#unit}/min` : `${(rate * 60_000).toFixed(1)} ${this.#unit}/min`;
   }
 
   #etaText(): string {
-    const rate = this.#imagesPerMs();
+    const rate = this.#itemsPerMs();
     return rate === undefined ? '-' : formatDuration((this.#total - this.#done) / rate);
   }
 }
