@@ -28,7 +28,8 @@ pub(super) struct StepToken {
 
 pub(crate) struct GenerationState<'m, B: Backend> {
     pub(super) cache: KvCache<B>,
-    /// Prefill's buffers; while decoding in a batch, the row of this sequence's token.
+    /// The layers' buffers. While decoding in a batch they hold this sequence's row of the
+    /// stacked step (its query and attention; its hidden row where a cache policy reads it).
     pub(super) scratch: LlamaScratch<B>,
     pub(super) hidden: B::Tensor,
     plan: ReductionPlan<'m, B>,
