@@ -19,6 +19,13 @@ export declare class Model {
    * `signal` stops generation at the next token.
    */
   generate(request: GenerateRequestInput, onEvent: (event: TokenEvent) => unknown, signal?: AbortSignal | undefined | null): Promise<Record<string, unknown>>
+  /**
+   * Runs several generations together on one worker thread (see `Engine::generate_batch`),
+   * streaming nothing. Resolves with one item per request, in order: `{output}` with the
+   * engine's `GenerateOutput`, or `{error: {message, code}}` when that request failed on
+   * its own. Aborting `signal` stops every unfinished generation at its next token.
+   */
+  generateBatch(requests: Array<GenerateRequestInput>, signal?: AbortSignal | undefined | null): Promise<Array<Record<string, unknown>>>
 }
 
 /**

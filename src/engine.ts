@@ -240,6 +240,32 @@ export class Model {
     }
   }
 
+  /**
+   * Runs several generations together, streaming nothing (the engine stacks their decode
+   * steps, so each weight is read once per step for all of them). Resolves with one result
+   * per request, in order: its output, or the error that request failed with on its own.
+   * Aborting `signal` ends every unfinished generation at its next token, with
+   * `finish_reason` `cancelled` (or a cancelled error for one that had not started).
+   * Rejects only when the whole batch fails.
+   */
+  async generateBatch(
+    requests: GenerateRequest[],
+    signal?: AbortSignal,
+  ): Promise<Array<GenerateOutput | GlimpseError>> {
+    if (signal?.aborted) throw new GlimpseError('cancelled', 'generation cancelled');
+    let items: Array<Record<string, unknown>>;
+    try {
+      items = await this.#native.generateBatch(requests, signal);
+    } catch (error) {
+      throw toGlimpseError(error);
+    }
+    return items.map((item) => {
+      if ('output' in item) return item.output as GenerateOutput;
+      const { message, code } = item.error as { message: string; code: string };
+      return toGlimpseError(Object.assign(new Error(message), { code }));
+    });
+  }
+
   /** Starts generating; aborting `signal` stops at the next token with a cancelled error. */
   generate(request: GenerateRequest, signal?: AbortSignal): Generation {
     return new Generation(async (onEvent) => {

@@ -9,7 +9,16 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
 import { shardOf } from '../src/caption/shard.js';
-import { FAST, FIXTURE_IMAGES, imageFolder, MODEL, manyImages, parseJsonl, readJsonl } from './caption-helpers.js';
+import {
+  FAST,
+  FIXTURE_IMAGES,
+  imageFolder,
+  MODEL,
+  manyImages,
+  parseJsonl,
+  readJsonl,
+  type Row,
+} from './caption-helpers.js';
 import { errorLine, ROOT, runCli } from './helpers/cli.js';
 import { removeTempDirs, tempDir } from './helpers/files.js';
 import { pngClaimingSize } from './helpers/png.js';
@@ -137,6 +146,50 @@ test('failed images become error records, the others are captioned, and the exit
   assert.match(String(records.find((record) => record.code === 'too_large')?.error), /200x200 \(40000 pixels\)/);
 });
 
+test('--batch 3 gives each image the record --batch 1 gives it, a corrupt image included', () => {
+  const dir = imageFolder({ 'a.png': RINGS, 'b.png': SHAPES, 'd.png': STRIPES, 'e.png': SHAPES, 'f.png': RINGS });
+  // In the first batch, between two images that caption.
+  writeFileSync(join(dir, 'c.png'), readFileSync(RINGS).subarray(0, 400));
+  const caption = (batch: string, sampling: string[]): Row[] => {
+    const out = join(tempDir(), 'captions.jsonl');
+    // The stop string ends some captions early: they leave the batch while others go on.
+    const args = ['--model', MODEL, '--max-tokens', '12', '--stop', 're', ...sampling, '--batch', batch];
+    const result = runCli(['caption', ...args, dir, '-o', out]);
+    assert.is(result.code, 2, result.stderr);
+    assert.match(result.stderr, '6 of 6 images done (5 captioned, 1 failed)');
+    return readJsonl(out);
+  };
+  // What does not depend on the batch: everything but the timings.
+  const comparable = (record: Row): unknown => {
+    const stats = { ...(record.stats as Record<string, unknown>) };
+    for (const key of ['ms_encode', 'ms_prefill', 'ms_decode', 'tokens_per_s', 'prefill_tokens_per_s']) {
+      delete stats[key];
+    }
+    return { ...record, ms: undefined, stats: record.stats === undefined ? undefined : stats };
+  };
+  for (const sampling of [[], SAMPLING]) {
+    const alone = caption('1', sampling);
+    const together = caption('3', sampling);
+    assert.equal(
+      together.map((record) => [basename(record.path), record.code ?? 'ok']),
+      [
+        ['a.png', 'ok'],
+        ['b.png', 'ok'],
+        ['c.png', 'corrupt'],
+        ['d.png', 'ok'],
+        ['e.png', 'ok'],
+        ['f.png', 'ok'],
+      ],
+    );
+    assert.equal(together.map(comparable), alone.map(comparable));
+    const reasons = new Set(together.map((record) => record.finish_reason).filter(Boolean));
+    assert.equal([...reasons].sort(), ['length', 'stop'], 'captions end at different steps');
+    for (const record of together.filter((each) => each.code === undefined)) {
+      assert.ok(typeof record.ms === 'number' && record.ms > 0, `ms: ${String(record.ms)}`);
+    }
+  }
+});
+
 test('an image from a pipe is captioned: each file is read once, its hash and pixels from the same bytes', () => {
   // A pipe gives its bytes to one reader only: a second read of the file would wait forever.
   const dir = tempDir();
@@ -186,6 +239,12 @@ test('usage mistakes are one line and exit 1; finding no image exits 2', () => {
   assert.match(usage([dir, '--shard', '1']), /got "1"/);
   assert.is(usage([dir, '--resume']), 'glimpse: --resume needs --output FILE: it continues that file');
   assert.is(usage([dir, '--prompt', ' ']), 'glimpse: the prompt is empty');
+  assert.is(
+    usage([dir, '--batch', '0']),
+    `glimpse: Invalid value for --batch: expected to be at least 1 (got 0) (see 'glimpse --help')`,
+  );
+  assert.match(usage([dir, '--batch', '2.5']), 'expected to be an integer (got 2.5)');
+  assert.match(usage([dir, '--batch', 'four']), 'expected a number (got "four")');
   assert.is(usage([]), `glimpse: Not enough positional arguments (see 'glimpse --help')`);
 
   const out = join(dir, 'out.jsonl');

@@ -135,6 +135,28 @@ test('Ctrl-C stops after the current image, keeps the file valid and exits 130',
   assertComplete(readJsonl(out), sources);
 });
 
+test('with --batch, a kill or Ctrl-C keeps every finished record whole, and --resume completes the run', async () => {
+  for (const signal of ['SIGKILL', 'SIGINT'] as const) {
+    const { dir, sources } = manyImages(90);
+    const out = join(dir, 'captions.jsonl');
+    const run = spawnCli(['caption', ...FAST, '--batch', '4', dir, '--output', out]);
+    await waitForLines(out, 1);
+    run.child.kill(signal);
+    const exit = await run.exit;
+    assert.equal(exit, signal === 'SIGINT' ? { code: 130, signal: null } : { code: null, signal: 'SIGKILL' });
+    const text = readFileSync(out, 'utf8');
+    const kept = parseJsonl(text.slice(0, text.lastIndexOf('\n') + 1));
+    assert.ok(kept.length >= 1 && kept.length < sources.size, `${kept.length} records before ${signal}`);
+    if (signal === 'SIGINT') assert.is(text, `${kept.map((record) => JSON.stringify(record)).join('\n')}\n`);
+
+    const resumed = runCli(['caption', ...FAST, '--batch', '4', dir, '--output', out, '--resume']);
+    assert.is(resumed.code, 0, resumed.stderr);
+    const records = readJsonl(out);
+    assert.equal(records.slice(0, kept.length), kept, 'records from before the stop are kept as they were');
+    assertComplete(records, sources);
+  }
+});
+
 test('--resume captions a changed file again and retries failed images', () => {
   const dir = imageFolder({ 'a.png': RINGS, 'b.png': SHAPES, 'c.png': STRIPES });
   writeFileSync(join(dir, 'd.png'), 'not yet an image');

@@ -1,11 +1,13 @@
-// The captioning loop: one image at a time through the loaded model, in order, with the
-// next image read and decoded while the current one generates. Every image ends as one
-// record; an image that fails is recorded and the run goes on.
+// The captioning loop: the images in order, `batchSize` at a time through the loaded model
+// (which decodes a batch's captions together), with the next batch's images read and
+// decoded while the current batch generates. Every image ends as one record, written in
+// input order as soon as its batch is done; an image that fails is recorded and the run
+// goes on.
 
 import { performance } from 'node:perf_hooks';
 
 import type { GenerateOutput, Message, Model, SamplingOptions } from '../engine.js';
-import { toGlimpseError } from '../errors.js';
+import { GlimpseError, toGlimpseError } from '../errors.js';
 import type { BatchProgress } from '../output/progress.js';
 import { type PreparedImage, prepareImage, type ReadyImage } from './prepare.js';
 import type { CaptionRecord, FailureRecord } from './records.js';
@@ -16,13 +18,15 @@ export interface CaptionJob {
   /** Written into every record as `model`. */
   modelName: string;
   paths: readonly string[];
+  /** Images captioned together (`--batch`), at least 1. */
+  batchSize: number;
   /** The conversation for one image: a single image part, then the prompt. */
   messages: Message[];
   sampling: SamplingOptions & { seed: number };
   /** `--reduce`, for every image. */
   reduce: string | undefined;
   maxPixels: number | undefined;
-  /** Aborting stops the current generation at its next token and ends the run. */
+  /** Aborting stops the current batch at its next token and ends the run. */
   signal: AbortSignal;
   sink: RecordSink;
   progress: BatchProgress;
@@ -34,58 +38,130 @@ export interface CaptionOutcome {
   interrupted: boolean;
 }
 
+/** What became of one image of a batch. */
+type Outcome =
+  | { kind: 'captioned'; image: ReadyImage; output: GenerateOutput }
+  | { kind: 'failed'; record: FailureRecord }
+  /** The run was stopped before this image was done. */
+  | { kind: 'cancelled' }
+  /** Not the image's fault (a bug, a broken model): the run stops with this error. */
+  | { kind: 'fatal'; error: GlimpseError };
+
 export async function captionImages(job: CaptionJob): Promise<CaptionOutcome> {
   const outcome: CaptionOutcome = { captioned: 0, failed: 0, interrupted: false };
-  const prefetch = (index: number): Promise<PreparedImage> | undefined => {
-    const path = job.paths[index];
-    return path === undefined ? undefined : prepareImage(path, job.maxPixels);
+  const prefetch = (start: number): Promise<PreparedImage[]> | undefined => {
+    const paths = job.paths.slice(start, start + job.batchSize);
+    return paths.length === 0 ? undefined : prepareInTurn(paths, job.maxPixels);
   };
   let next = prefetch(0);
   let previousEnd = performance.now();
-  for (let index = 0; next !== undefined; index += 1) {
+  for (let start = 0; next !== undefined; start += job.batchSize) {
     if (job.signal.aborted) break;
-    const path = job.paths[index] ?? '';
-    job.progress.started(path);
+    job.progress.started(describeBatch(job.paths.slice(start, start + job.batchSize)));
     const prepared = await next;
-    next = prefetch(index + 1);
-    if (prepared.kind === 'fatal') throw prepared.error;
+    next = prefetch(start + job.batchSize);
 
-    const record = prepared.kind === 'failed' ? prepared.record : await captionOne(job, prepared, previousEnd);
-    if (record === 'cancelled') break;
-    job.progress.clear();
-    job.sink.write(record);
-    if ('error' in record) {
-      job.progress.note(`glimpse: ${record.error}`);
-      outcome.failed += 1;
-    } else {
-      outcome.captioned += 1;
+    const outcomes = await captionBatch(job, prepared);
+    // The batch's wall time since the previous batch ended, shared by its captions.
+    const captions = outcomes.filter((each) => each.kind === 'captioned').length;
+    const ms = roundTo((performance.now() - previousEnd) / Math.max(captions, 1), 1);
+    for (const each of outcomes) {
+      if (each.kind === 'cancelled') break;
+      if (each.kind === 'fatal') throw each.error;
+      const record = each.kind === 'failed' ? each.record : captionRecord(job, each.image, each.output, ms);
+      job.progress.clear();
+      job.sink.write(record);
+      if ('error' in record) {
+        job.progress.note(`glimpse: ${record.error}`);
+        outcome.failed += 1;
+      } else {
+        outcome.captioned += 1;
+      }
+      job.progress.finished(!('error' in record));
     }
-    job.progress.finished(!('error' in record));
+    if (outcomes.some((each) => each.kind === 'cancelled')) break;
     previousEnd = performance.now();
   }
   outcome.interrupted = job.signal.aborted;
   return outcome;
 }
 
-/** `startedAt`: when the previous image was done; the wait for decoding counts too. */
-async function captionOne(
-  job: CaptionJob,
-  { path, sha256, image }: ReadyImage,
-  startedAt: number,
-): Promise<CaptionRecord | FailureRecord | 'cancelled'> {
-  let output: GenerateOutput;
-  try {
-    const request = { messages: job.messages, images: [image], reduce: job.reduce, ...job.sampling };
-    output = await job.model.generate(request, job.signal).result;
-  } catch (error) {
-    const failure = toGlimpseError(error);
-    if (failure.kind === 'cancelled') return 'cancelled';
+/**
+ * Reads and decodes a batch's images one after another. Side by side, a failed decode could
+ * lose its reason: libvips keeps the last error in one buffer for the whole process, and
+ * decodes running at the same time were seen to report "Unknown error".
+ */
+async function prepareInTurn(paths: readonly string[], maxPixels: number | undefined): Promise<PreparedImage[]> {
+  const prepared: PreparedImage[] = [];
+  for (const path of paths) prepared.push(await prepareImage(path, maxPixels));
+  return prepared;
+}
+
+/** The progress line's "current file" for a batch. */
+function describeBatch(paths: readonly string[]): string {
+  const [first = ''] = paths;
+  return paths.length > 1 ? `${first} (+${paths.length - 1} more)` : first;
+}
+
+/**
+ * Captions the images of one batch that could be read, together; one outcome per image, in
+ * order. An image that failed fatally ends the batch: nothing after it is captioned.
+ */
+async function captionBatch(job: CaptionJob, prepared: PreparedImage[]): Promise<Outcome[]> {
+  const fatal = prepared.findIndex((image) => image.kind === 'fatal');
+  const usable = fatal < 0 ? prepared : prepared.slice(0, fatal + 1);
+  const ready = usable.filter((image): image is ReadyImage => image.kind === 'ready');
+  let outputs: Array<GenerateOutput | GlimpseError> = [];
+  if (ready.length > 0) {
+    const requests = ready.map(({ image }) => ({
+      messages: job.messages,
+      images: [image],
+      reduce: job.reduce,
+      ...job.sampling,
+    }));
+    try {
+      outputs = await job.model.generateBatch(requests, job.signal);
+    } catch (error) {
+      const failure = toGlimpseError(error);
+      outputs = ready.map(() => failure);
+    }
+  }
+  let index = 0;
+  return usable.map((image): Outcome => {
+    switch (image.kind) {
+      case 'failed':
+        return { kind: 'failed', record: image.record };
+      case 'fatal':
+        return { kind: 'fatal', error: image.error };
+      case 'ready':
+        return outcomeOf(image, outputs[index++]);
+    }
+  });
+}
+
+function outcomeOf(image: ReadyImage, output: GenerateOutput | GlimpseError | undefined): Outcome {
+  if (output === undefined) {
+    return { kind: 'fatal', error: new GlimpseError('internal', 'internal error: a batch came back short of outputs') };
+  }
+  if (output instanceof GlimpseError) {
+    if (output.kind === 'cancelled') return { kind: 'cancelled' };
     // The engine refusing this request (say, more image tokens than the context holds)
     // is about this image; anything else (a broken model, a bug) ends the run.
-    if (failure.kind === 'input') return { path, error: failure.message, code: 'rejected' };
-    throw failure;
+    if (output.kind === 'input') {
+      return { kind: 'failed', record: { path: image.path, error: output.message, code: 'rejected' } };
+    }
+    return { kind: 'fatal', error: output };
   }
-  if (output.finish_reason === 'cancelled') return 'cancelled';
+  if (output.finish_reason === 'cancelled') return { kind: 'cancelled' };
+  return { kind: 'captioned', image, output };
+}
+
+function captionRecord(
+  job: CaptionJob,
+  { path, sha256 }: ReadyImage,
+  output: GenerateOutput,
+  ms: number,
+): CaptionRecord {
   return {
     path,
     sha256,
@@ -96,7 +172,7 @@ async function captionOne(
     prompt_tokens: output.stats.prompt_tokens,
     generated_tokens: output.stats.generated_tokens,
     finish_reason: output.finish_reason,
-    ms: roundTo(performance.now() - startedAt, 1),
+    ms,
     stats: output.stats,
   };
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::generate::batch;
 use crate::generate::session::{self, PreparedPrompt};
 use crate::generate::state::{initial_sequence, GenerationState};
 use crate::generate::{GenerationStats, SamplingParams};
@@ -245,7 +246,7 @@ impl Engine {
         let plan = request.reduce.plan(&self.model)?;
         let (prompt, stats) = self.prepare(request, &plan)?;
         let context = self.model.config.text.max_position_embeddings;
-        let mut output = session::run(
+        let output = session::run(
             &self.backend,
             &self.model,
             plan,
@@ -257,6 +258,37 @@ impl Engine {
             on_event,
             stats,
         )?;
+        self.complete_report(request, output)
+    }
+
+    /// Runs several generations together on the calling thread (see `generate::batch`):
+    /// each gets the output it would get from [`Engine::generate`], in request order, or
+    /// its own error. `cancel` is polled once per step and ends every unfinished one.
+    pub fn generate_batch(&self, requests: &[GenerateRequest], cancel: &AtomicBool) -> Vec<Result<GenerateOutput>> {
+        let context = self.model.config.text.max_position_embeddings;
+        let outputs = batch::run(
+            &self.backend,
+            &self.model,
+            &self.tokenizer,
+            requests,
+            context,
+            cancel,
+            |request| {
+                let plan = request.reduce.plan(&self.model)?;
+                let (prompt, stats) = self.prepare(request, &plan)?;
+                Ok(batch::Prepared { plan, prompt, stats })
+            },
+        );
+        outputs
+            .into_iter()
+            .zip(requests)
+            .map(|(output, request)| output.and_then(|output| self.complete_report(request, output)))
+            .collect()
+    }
+
+    /// Adds what only the engine knows to a reduction report: the spec as given and where
+    /// each image's canvas lies on it.
+    fn complete_report(&self, request: &GenerateRequest, mut output: GenerateOutput) -> Result<GenerateOutput> {
         output.reduction.spec = request.reduce.text.clone();
         for (report, image) in output.reduction.images.iter_mut().zip(&request.images) {
             report.geometry = Some(self.image_processor.geometry(image)?);

@@ -5,6 +5,7 @@
 //! through a thread-safe function, and maps engine errors to JS errors with a `code`.
 //! All behaviour worth testing lives in glimpse-core.
 
+mod batch;
 mod errors;
 mod generate;
 mod json;

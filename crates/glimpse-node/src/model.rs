@@ -9,6 +9,7 @@ use napi::bindgen_prelude::{AbortSignal, AsyncTask, Unknown};
 use napi::{Env, Task};
 use napi_derive::napi;
 
+use crate::batch::GenerateBatchTask;
 use crate::errors::{guarded, to_js_error};
 use crate::generate::{GenerateTask, TokenCallback};
 use crate::json::to_js_value;
@@ -91,12 +92,36 @@ impl Model {
         #[napi(ts_arg_type = "(event: TokenEvent) => unknown")] on_event: TokenCallback,
         signal: Option<AbortSignal>,
     ) -> AsyncTask<GenerateTask> {
-        let cancel = Arc::new(AtomicBool::new(false));
-        if let Some(signal) = signal {
-            let flag = Arc::clone(&cancel);
-            signal.on_abort(move || flag.store(true, Ordering::SeqCst));
-        }
+        let cancel = cancel_flag(signal);
         let request = request.into_engine_request();
         AsyncTask::new(GenerateTask::new(Arc::clone(&self.engine), request, cancel, on_event))
     }
+
+    /// Runs several generations together on one worker thread (see `Engine::generate_batch`),
+    /// streaming nothing. Resolves with one item per request, in order: `{output}` with the
+    /// engine's `GenerateOutput`, or `{error: {message, code}}` when that request failed on
+    /// its own. Aborting `signal` stops every unfinished generation at its next token.
+    #[napi(ts_return_type = "Promise<Array<Record<string, unknown>>>")]
+    pub fn generate_batch(
+        &self,
+        requests: Vec<GenerateRequestInput>,
+        signal: Option<AbortSignal>,
+    ) -> AsyncTask<GenerateBatchTask> {
+        let cancel = cancel_flag(signal);
+        let requests = requests
+            .into_iter()
+            .map(GenerateRequestInput::into_engine_request)
+            .collect();
+        AsyncTask::new(GenerateBatchTask::new(Arc::clone(&self.engine), requests, cancel))
+    }
+}
+
+/// A flag that `signal` aborting sets.
+fn cancel_flag(signal: Option<AbortSignal>) -> Arc<AtomicBool> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    if let Some(signal) = signal {
+        let flag = Arc::clone(&cancel);
+        signal.on_abort(move || flag.store(true, Ordering::SeqCst));
+    }
+    cancel
 }

@@ -1,5 +1,7 @@
 //! The generation loop: KV cache, sampling, prefill + decode, statistics.
 
+pub(crate) mod batch;
+pub(crate) mod decoding;
 pub mod kv_cache;
 pub mod sampler;
 pub mod session;

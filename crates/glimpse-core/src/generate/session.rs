@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::sampler::Sampler;
+use super::decoding::{Decoded, Decoding, Next};
 use super::state::GenerationState;
 use super::stats::GenerationStats;
 use crate::backend::Backend;
@@ -11,7 +11,7 @@ use crate::engine::{Event, FinishReason, GenerateOutput, GenerateRequest};
 use crate::error::Result;
 use crate::model::llava::Llava;
 use crate::reduce::{EncodedImage, ReductionPlan, Sequence};
-use crate::text::{IncrementalDetokenizer, StopMatcher, TextTokenizer};
+use crate::text::TextTokenizer;
 
 /// A prompt ready for the language model: token ids with each image slot sized to its
 /// image's tokens, the encoded images in slot order, and what each row stands for.
@@ -38,72 +38,54 @@ pub(crate) fn run<B: Backend>(
     on_event: &mut dyn FnMut(Event),
     mut stats: GenerationStats,
 ) -> Result<GenerateOutput> {
-    let mut sampler = Sampler::new(request.sampling)?;
     let n_prompt = prompt.unreduced_len;
-    let max_new = request.max_tokens.min(context_len - n_prompt);
+    let max_new = max_new_tokens(request, n_prompt, context_len);
+    // Built first: it checks the sampling settings before any work is done.
+    let mut decoding = Decoding::new(tokenizer, request, prompt.ids.clone(), max_new)?;
     let mut state = GenerationState::new(b, model, plan, prompt.ids.len() + max_new);
 
     let started = Instant::now();
     let mut logits = state.prefill(b, model, &prompt)?;
     stats.ms_prefill = started.elapsed().as_secs_f64() * 1e3;
 
-    // decode
     let started = Instant::now();
-    let eos = tokenizer.eos_token_ids();
-    let mut history = prompt.ids;
-    let mut generated = Vec::with_capacity(max_new);
-    let mut detokenizer = IncrementalDetokenizer::new(tokenizer);
-    let mut stop = StopMatcher::new(&request.stop);
-    let mut text = String::new();
-    let mut finish_reason = loop {
+    let finish_reason = loop {
         if cancel.load(Ordering::Relaxed) {
             break FinishReason::Cancelled;
         }
-        if generated.len() == max_new {
-            break FinishReason::Length;
-        }
-        let id = sampler.sample(&mut logits, &history);
-        if !request.ignore_eos && eos.contains(&id) {
-            break FinishReason::Eos;
-        }
-        generated.push(id);
-        history.push(id);
-        let check = stop.push(&detokenizer.push(id)?);
-        text.push_str(&check.emit);
-        on_event(Event::Token { id, text: check.emit });
-        if check.stopped {
-            break FinishReason::Stop;
-        }
-        if generated.len() < max_new {
-            state.step(b, &model.language, id, &mut logits)?;
+        match decoding.next(&mut logits, on_event)? {
+            Next::Feed(id) => state.step(b, &model.language, id, &mut logits)?,
+            Next::Finished(reason) => break reason,
         }
     };
-    // Release what was held back: an unfinished character, text that might have begun a
-    // stop string (which may still complete one).
-    if finish_reason != FinishReason::Stop {
-        let check = stop.push(&detokenizer.finish()?);
-        let mut tail = check.emit;
-        if check.stopped {
-            finish_reason = FinishReason::Stop;
-        } else {
-            tail.push_str(&stop.finish());
-        }
-        if !tail.is_empty() {
-            text.push_str(&tail);
-            on_event(Event::Flush { text: tail });
-        }
-    }
+    let decoded = decoding.finish(finish_reason, on_event)?;
     stats.ms_decode = started.elapsed().as_secs_f64() * 1e3;
+    Ok(output(state, decoded, stats, n_prompt))
+}
+
+/// Tokens a request may generate: its limit, cut to what the context window leaves after
+/// the (unreduced) prompt.
+pub(crate) fn max_new_tokens(request: &GenerateRequest, n_prompt: usize, context_len: usize) -> usize {
+    request.max_tokens.min(context_len - n_prompt)
+}
+
+/// Assembles a finished sequence's output; `stats` already holds its timings.
+pub(crate) fn output<B: Backend>(
+    state: GenerationState<'_, B>,
+    decoded: Decoded,
+    mut stats: GenerationStats,
+    n_prompt: usize,
+) -> GenerateOutput {
     stats.prompt_tokens = n_prompt;
-    stats.generated_tokens = generated.len();
+    stats.generated_tokens = decoded.token_ids.len();
     stats.prefill_tokens_per_s = n_prompt as f64 / (stats.ms_prefill / 1e3).max(1e-9);
-    stats.tokens_per_s = generated.len() as f64 / (stats.ms_decode / 1e3).max(1e-9);
+    stats.tokens_per_s = decoded.token_ids.len() as f64 / (stats.ms_decode / 1e3).max(1e-9);
     let reduction = state.finish(&mut stats);
-    Ok(GenerateOutput {
-        text,
-        token_ids: generated,
-        finish_reason,
+    GenerateOutput {
+        text: decoded.text,
+        token_ids: decoded.token_ids,
+        finish_reason: decoded.finish_reason,
         stats,
         reduction,
-    })
+    }
 }

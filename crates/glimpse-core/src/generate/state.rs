@@ -15,10 +15,23 @@ use crate::reduce::report::{Eviction, FilterReport, ImageReport, TokenReport};
 use crate::reduce::stages::{FilterInput, FilterOutput, PrefillTrace};
 use crate::reduce::{EncodedImage, PositionMode, ReductionPlan, ReductionReport, Row, Sequence, VisionRef};
 
+/// A decode token on its way through the layers of one sequence.
+pub(super) struct StepToken {
+    /// Position in `Original` mode, and the token's identity in the cache.
+    position: u32,
+    pub(super) origin: u32,
+    /// Whether its keys and values stay in the cache (decided at the admission layer).
+    admitted: bool,
+    /// Its attention over each watched layer's cache, for the cache policy.
+    watched_rows: Vec<Vec<f32>>,
+}
+
 pub(crate) struct GenerationState<'m, B: Backend> {
-    cache: KvCache<B>,
-    scratch: LlamaScratch<B>,
-    hidden: B::Tensor,
+    pub(super) cache: KvCache<B>,
+    /// The layers' buffers. While decoding in a batch they hold this sequence's row of the
+    /// stacked step (its query and attention; its hidden row where a cache policy reads it).
+    pub(super) scratch: LlamaScratch<B>,
+    pub(super) hidden: B::Tensor,
     plan: ReductionPlan<'m, B>,
     /// Position (in `Original` mode) and origin of the next decode token.
     next_position: u32,
@@ -205,50 +218,97 @@ impl<'m, B: Backend> GenerationState<'m, B> {
 
     /// Feeds one generated token and writes the following token's logits.
     pub(crate) fn step(&mut self, b: &B, llama: &Llama<B>, id: u32, logits: &mut [f32]) -> Result<()> {
-        let (position, origin) = (self.next_position, self.next_position);
-        self.next_position += 1;
+        let mut token = self.begin_step();
         llama.embed(b, &[id], &mut self.hidden);
-        let admission_layer = self.plan.cache.as_ref().and_then(|p| p.admission_layer());
-        let watched: Vec<usize> = self
-            .plan
-            .cache
-            .as_ref()
-            .map_or(Vec::new(), |p| p.watched_layers().to_vec());
-        let mut watched_rows = Vec::with_capacity(watched.len());
-        let mut admitted = true;
         for i in 0..llama.n_layers() {
-            if admission_layer == Some(i) {
-                if let Some(policy) = self.plan.cache.as_mut() {
-                    admitted = policy.admit(b, &self.hidden)?;
-                }
-                self.report.decode_admitted.push(admitted);
-            }
-            let position = match self.plan.positions {
-                PositionMode::Original => position,
-                PositionMode::Compact => self.cache.layers[i].len as u32,
-            };
+            self.before_layer(b, i, &mut token)?;
+            let position = self.layer_position(i, &token);
             llama.forward_layer(
                 b,
                 i,
                 &mut self.hidden,
                 &[position],
-                &[origin],
+                &[token.origin],
                 &mut self.cache,
                 &mut self.scratch,
             )?;
-            if watched.contains(&i) {
-                let mut row = Vec::new();
-                let len = self.cache.layers[i].len;
-                llama.attention_rows(b, i, &[0], &[len], &self.cache, &mut self.scratch, &mut row);
-                watched_rows.push(row);
-            }
-            if !admitted && admission_layer.is_some_and(|l| i >= l) {
-                self.cache.pop(i);
-            }
+            self.after_layer(b, llama, i, &mut token);
         }
+        self.end_step(b, token)?;
+        llama.logits_of_last(b, &self.hidden, &mut self.scratch);
+        b.download_row(&self.scratch.logits, 0, logits);
+        Ok(())
+    }
+
+    /// Starts feeding a new token: where it sits, and what the cache policy will say of it.
+    /// The batched step drives the same phases as [`GenerationState::step`], so a sequence
+    /// is reduced the same way in a batch as alone.
+    pub(super) fn begin_step(&mut self) -> StepToken {
+        let position = self.next_position;
+        self.next_position += 1;
+        let watched = self.plan.cache.as_ref().map_or(0, |p| p.watched_layers().len());
+        StepToken {
+            position,
+            origin: position,
+            admitted: true,
+            watched_rows: Vec::with_capacity(watched),
+        }
+    }
+
+    /// Whether the token's hidden row is needed in `self.hidden` before layer `i`
+    /// ([`GenerationState::before_layer`] decides its admission there).
+    pub(super) fn needs_hidden_before(&self, i: usize) -> bool {
+        self.admission_layer() == Some(i)
+    }
+
+    fn admission_layer(&self) -> Option<usize> {
+        self.plan.cache.as_ref().and_then(|p| p.admission_layer())
+    }
+
+    /// At the admission layer's input (`self.hidden` holding the token's row), asks the
+    /// cache policy whether the token stays in the caches from here on.
+    pub(super) fn before_layer(&mut self, b: &B, i: usize, token: &mut StepToken) -> Result<()> {
+        if self.needs_hidden_before(i) {
+            if let Some(policy) = self.plan.cache.as_mut() {
+                token.admitted = policy.admit(b, &self.hidden)?;
+            }
+            self.report.decode_admitted.push(token.admitted);
+        }
+        Ok(())
+    }
+
+    /// The RoPE position the token takes in layer `i`.
+    pub(super) fn layer_position(&self, i: usize, token: &StepToken) -> u32 {
+        match self.plan.positions {
+            PositionMode::Original => token.position,
+            PositionMode::Compact => self.cache.layers[i].len as u32,
+        }
+    }
+
+    /// After layer `i` ran the token (its rotated query in `self.scratch`): the attention
+    /// row the cache policy watches, and leaving the cache if it was not admitted.
+    pub(super) fn after_layer(&mut self, b: &B, llama: &Llama<B>, i: usize, token: &mut StepToken) {
+        let watched = self
+            .plan
+            .cache
+            .as_ref()
+            .is_some_and(|p| p.watched_layers().contains(&i));
+        if watched {
+            let mut row = Vec::new();
+            let len = self.cache.layers[i].len;
+            llama.attention_rows(b, i, &[0], &[len], &self.cache, &mut self.scratch, &mut row);
+            token.watched_rows.push(row);
+        }
+        if !token.admitted && self.admission_layer().is_some_and(|l| i >= l) {
+            self.cache.pop(i);
+        }
+    }
+
+    /// Once the token went through every layer: the cache policy's evictions, recorded.
+    pub(super) fn end_step(&mut self, b: &B, token: StepToken) -> Result<()> {
         self.kv_bytes_peak = self.kv_bytes_peak.max(self.cache.bytes_in_use());
         if let Some(policy) = self.plan.cache.as_mut() {
-            for origin in policy.after_step(b, &watched_rows, &mut self.cache)? {
+            for origin in policy.after_step(b, &token.watched_rows, &mut self.cache)? {
                 if let Some(v) = self.vision_origins.get(&origin) {
                     self.report.images[v.image as usize].tokens[v.token as usize].evicted_at_step =
                         Some(self.decode_steps);
@@ -261,8 +321,6 @@ impl<'m, B: Backend> GenerationState<'m, B> {
             }
         }
         self.decode_steps += 1;
-        llama.logits_of_last(b, &self.hidden, &mut self.scratch);
-        b.download_row(&self.scratch.logits, 0, logits);
         Ok(())
     }
 

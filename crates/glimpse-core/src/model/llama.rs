@@ -75,6 +75,15 @@ impl<B: Backend> LlamaScratch<B> {
     }
 }
 
+/// One sequence's row in [`Llama::forward_layer_batch`]: where its new token sits, the
+/// sequence's cache, and its own scratch (which receives the row's query and attention).
+pub struct BatchRow<'a, B: Backend> {
+    pub position: u32,
+    pub origin: u32,
+    pub cache: &'a mut KvCache<B>,
+    pub scratch: &'a mut LlamaScratch<B>,
+}
+
 pub struct Llama<B: Backend> {
     cfg: TextConfig,
     embed_tokens: B::Weight,
@@ -154,17 +163,66 @@ impl<B: Backend> Llama<B> {
         cache: &mut KvCache<B>,
         s: &mut LlamaScratch<B>,
     ) -> Result<()> {
+        self.attention_input(b, i, x, positions, s);
+        self.attend(b, i, positions, origins, cache, s)?;
+        self.attention_output_and_mlp(b, i, x, s);
+        Ok(())
+    }
+
+    /// Layer `i` over one new token of each of several sequences, stacked as the rows of
+    /// `x` [n, H]: the projections and the MLP take all rows at once (each weight is read
+    /// once for the whole batch), while each row is rotated to its own position and attends
+    /// over its own sequence's cache. Row `r`'s rotated query is left in `rows[r].scratch`
+    /// as [`Llama::forward_layer`] would leave it, for [`Llama::attention_rows`].
+    pub fn forward_layer_batch(
+        &self,
+        b: &B,
+        i: usize,
+        x: &mut B::Tensor,
+        rows: &mut [BatchRow<'_, B>],
+        s: &mut LlamaScratch<B>,
+    ) -> Result<()> {
+        let positions: Vec<u32> = rows.iter().map(|r| r.position).collect();
+        self.attention_input(b, i, x, &positions, s);
+        let cols = b.shape(&s.q).1;
+        b.reserve_rows(&mut s.attn, rows.len(), cols);
+        for (r, row) in rows.iter_mut().enumerate() {
+            let own = &mut *row.scratch;
+            for (stacked, single) in [(&s.q, &mut own.q), (&s.k, &mut own.k), (&s.v, &mut own.v)] {
+                b.reserve_rows(single, 1, b.shape(stacked).1);
+                b.copy_rows(stacked, r, single, 0, 1);
+            }
+            self.attend(b, i, &[row.position], &[row.origin], row.cache, own)?;
+            b.copy_rows(&own.attn, 0, &mut s.attn, r, 1);
+        }
+        self.attention_output_and_mlp(b, i, x, s);
+        Ok(())
+    }
+
+    /// Normalises `x` and projects it to rotated queries and keys, and values, in `s`.
+    fn attention_input(&self, b: &B, i: usize, x: &B::Tensor, positions: &[u32], s: &mut LlamaScratch<B>) {
         let cfg = &self.cfg;
         let layer = &self.layers[i];
         let (h, kv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
-
-        // self-attention block
         b.rms_norm(x, &layer.input_layernorm, cfg.rms_norm_eps, &mut s.normed);
         layer.q_proj.forward(b, &s.normed, &mut s.q);
         layer.k_proj.forward(b, &s.normed, &mut s.k);
         layer.v_proj.forward(b, &s.normed, &mut s.v);
         b.rope(&mut s.q, positions, h, d, cfg.rope_theta);
         b.rope(&mut s.k, positions, kv, d, cfg.rope_theta);
+    }
+
+    /// Appends the keys and values in `s` to layer `i`'s cache, then attends the queries
+    /// in `s` over it into `s.attn`.
+    fn attend(
+        &self,
+        b: &B,
+        i: usize,
+        positions: &[u32],
+        origins: &[u32],
+        cache: &mut KvCache<B>,
+        s: &mut LlamaScratch<B>,
+    ) -> Result<()> {
         cache.append(b, i, &s.k, &s.v, positions, origins)?;
         let layer_cache = &cache.layers[i];
         b.attention(
@@ -175,17 +233,23 @@ impl<B: Backend> Llama<B> {
             self.attention_params(),
             &mut s.attn,
         );
+        Ok(())
+    }
+
+    /// The rest of the layer once `s.attn` holds the attention: output projection and
+    /// residual, then the gated MLP and residual, into `x`.
+    fn attention_output_and_mlp(&self, b: &B, i: usize, x: &mut B::Tensor, s: &mut LlamaScratch<B>) {
+        let cfg = &self.cfg;
+        let layer = &self.layers[i];
         layer.o_proj.forward(b, &s.attn, &mut s.proj);
         b.add(x, &s.proj);
 
-        // gated MLP block
         b.rms_norm(x, &layer.post_attention_layernorm, cfg.rms_norm_eps, &mut s.normed);
         layer.gate_proj.forward(b, &s.normed, &mut s.gate);
         layer.up_proj.forward(b, &s.normed, &mut s.up);
         b.gated_activate(&mut s.gate, &s.up, cfg.hidden_act);
         layer.down_proj.forward(b, &s.gate, &mut s.proj);
         b.add(x, &s.proj);
-        Ok(())
     }
 
     /// Head-averaged attention probabilities of some rows of the last `forward_layer` call
@@ -221,6 +285,14 @@ impl<B: Backend> Llama<B> {
         b.reserve_rows(&mut s.last, 1, hid);
         b.copy_rows(x, n - 1, &mut s.last, 0, 1);
         b.rms_norm(&s.last, &self.norm, self.cfg.rms_norm_eps, &mut s.normed);
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        b.linear(&s.normed, head, None, &mut s.logits);
+    }
+
+    /// Logits of every row of `x` into `s.logits` [n, vocab]: for a decode batch, whose
+    /// rows are each the last token of their own sequence.
+    pub fn logits_of_rows(&self, b: &B, x: &B::Tensor, s: &mut LlamaScratch<B>) {
+        b.rms_norm(x, &self.norm, self.cfg.rms_norm_eps, &mut s.normed);
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         b.linear(&s.normed, head, None, &mut s.logits);
     }

@@ -1,8 +1,9 @@
 //! `x · wᵀ` for linear layers.
 //!
 //! Two regimes: prefill multiplies many rows and is compute-bound, so weight blocks are
-//! widened to f32 and handed to `gemm`; decode multiplies one row and is bound by reading
-//! the weights, so it streams them in their storage type through dot products.
+//! widened to f32 and handed to `gemm`; decode multiplies one row (or one per sequence of a
+//! batch) and is bound by reading the weights, so it streams them in their storage type
+//! through dot products, each weight row read once for all input rows.
 
 use std::cell::RefCell;
 
@@ -22,6 +23,9 @@ thread_local! {
     /// Widened weight block, kept between calls: allocating it fresh each time costs a
     /// page fault per 4 KiB when it is first written.
     static WIDENED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Products of several input rows, output feature by output feature, kept for the
+    /// same reason.
+    static FEATURE_MAJOR: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 pub(crate) fn linear(x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuTensor, threads: usize) {
@@ -32,10 +36,10 @@ pub(crate) fn linear(x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out
         w.cols
     );
     out.resize(m, n);
-    if m <= GEMV_MAX_ROWS {
-        for r in 0..m {
-            gemv(x.row(r), w, &mut out.data[r * n..(r + 1) * n]);
-        }
+    if m == 1 {
+        gemv(x.row(0), w, &mut out.data);
+    } else if m <= GEMV_MAX_ROWS {
+        gemv_rows(x, w, &mut out.data);
     } else if let Some(wf) = w.as_f32() {
         gemm_rows(x, wf, n, &mut out.data, 0, threads);
     } else {
@@ -74,6 +78,34 @@ fn gemm_rows(x: &CpuTensor, w: &[f32], n: usize, out: &mut [f32], col0: usize, t
         1.0,
         threads,
     );
+}
+
+/// `out[r·n + j] = x[r] · w[j]` for the `m` rows of `x`, reading each weight row once for all
+/// of them (it stays in the core's cache between rows). Each product is the very dot
+/// product [`gemv`] computes, so a row's result does not depend on the rows beside it.
+fn gemv_rows(x: &CpuTensor, w: &CpuWeight, out: &mut [f32]) {
+    let (m, n) = (x.rows, w.rows);
+    // A task owns a run of output features, which lie apart in `out` for different rows:
+    // tasks fill a feature-major buffer, transposed into `out` at the end.
+    let mut by_feature = FEATURE_MAJOR.take();
+    by_feature.resize(n * m, 0.0);
+    by_feature
+        .par_chunks_mut(GEMV_ROWS_PER_TASK * m)
+        .enumerate()
+        .for_each(|(chunk, outs)| {
+            let j0 = chunk * GEMV_ROWS_PER_TASK;
+            for (i, feature) in outs.chunks_mut(m).enumerate() {
+                for (r, o) in feature.iter_mut().enumerate() {
+                    *o = w.dot_row(j0 + i, x.row(r));
+                }
+            }
+        });
+    for (j, feature) in by_feature.chunks(m).enumerate() {
+        for (r, &v) in feature.iter().enumerate() {
+            out[r * n + j] = v;
+        }
+    }
+    FEATURE_MAJOR.set(by_feature);
 }
 
 /// `out[j] = x · w[j]`, reading each weight row once in its storage type: decode is bound

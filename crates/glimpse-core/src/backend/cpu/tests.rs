@@ -72,6 +72,38 @@ fn linear_matches_reference_for_all_dtypes_and_row_counts() {
     }
 }
 
+/// A decode batch stacks one row per sequence: up to the dot-product path's limit, each
+/// row of the product is bit for bit the row computed alone, whatever the rows beside it.
+#[test]
+fn stacked_rows_give_each_row_its_own_product_exactly() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let b = CpuBackend::new(Some(2)).unwrap();
+    let (k, n) = (200, 75); // more output features than one parallel task takes
+    let w32 = random(&mut rng, n * k);
+    let wb16: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
+    let bias = weight(WeightData::F32(random(&mut rng, n)), 1, n);
+    for w in [
+        weight(WeightData::F32(w32.clone()), n, k),
+        weight(WeightData::BF16(wb16), n, k),
+    ] {
+        for m in 2..=4 {
+            let x = random(&mut rng, m * k);
+            let mut stacked = b.new_tensor();
+            b.linear(&tensor(x.clone(), m, k), &w, Some(&bias), &mut stacked);
+            for r in 0..m {
+                let mut alone = b.new_tensor();
+                b.linear(
+                    &tensor(x[r * k..(r + 1) * k].to_vec(), 1, k),
+                    &w,
+                    Some(&bias),
+                    &mut alone,
+                );
+                assert_eq!(&stacked.data[r * n..(r + 1) * n], &alone.data[..], "row {r} of {m}");
+            }
+        }
+    }
+}
+
 fn naive_attention(q: &[f32], k: &[f32], v: &[f32], nq: usize, nk: usize, p: AttentionParams) -> Vec<f32> {
     let (h, kvh, d) = (p.n_heads, p.n_kv_heads, p.head_dim);
     let mut out = vec![0f32; nq * h * d];
