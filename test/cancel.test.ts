@@ -2,7 +2,6 @@
 // token is seen; the engine polls the flag once per token, so at most one more token may
 // already be on its way, and nothing after that.
 
-import { Writable } from 'node:stream';
 import { join } from 'node:path';
 
 import { test } from 'uvu';
@@ -13,21 +12,10 @@ import { Model } from '../src/engine.js';
 import { loadImage } from '../src/media/image.js';
 import { glimpseErrorMessage } from './helpers/errors.js';
 import { FIXTURES } from './helpers/cli.js';
+import { sink } from './helpers/sink.js';
 
 const MODEL = join(FIXTURES, 'models', 'tiny-llava-mha');
 const IMAGE = join(FIXTURES, 'images', 'shapes-64x40.png');
-
-function sink(onWrite: (text: string) => void = () => {}): Writable & { text: string } {
-  const stream = new Writable({
-    write(chunk, _encoding, done) {
-      stream.text += String(chunk);
-      onWrite(String(chunk));
-      done();
-    },
-  }) as Writable & { text: string };
-  stream.text = '';
-  return stream;
-}
 
 test('aborting the signal stops generation at the next token', async () => {
   const model = await Model.load(MODEL);

@@ -3,7 +3,6 @@
 
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 
 import sharp from 'sharp';
 import { test } from 'uvu';
@@ -14,6 +13,7 @@ import { matchesAnswer, normalise } from '../src/eval/score.js';
 import { PLOT_HEIGHT, PLOT_WIDTH } from '../src/output/eval-plot.js';
 import { errorLine, FIXTURES, runCli } from './helpers/cli.js';
 import { removeTempDirs, tempDir } from './helpers/files.js';
+import { sink } from './helpers/sink.js';
 
 test.after.each(removeTempDirs);
 
@@ -327,19 +327,6 @@ test('--limit takes the first questions only', () => {
   assert.is(result.code, 0, result.stderr);
   assert.is(tableRows(result.stdout)[0]!.correct, '0/2');
 });
-
-/** A stream that keeps what is written and can act on each write. */
-function sink(onWrite: (text: string) => void = () => {}): Writable & { text: string } {
-  const stream = new Writable({
-    write(chunk, _encoding, done) {
-      stream.text += String(chunk);
-      onWrite(String(chunk));
-      done();
-    },
-  }) as Writable & { text: string };
-  stream.text = '';
-  return stream;
-}
 
 test('Ctrl-C stops the run with exit code 130, printing and writing nothing more', async () => {
   const line = { image: 'images/rings-90x72.png', question: 'Describe it.', answers: ['x'] };

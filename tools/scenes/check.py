@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--show-wrong", action="store_true")
+    parser.add_argument("--answers", type=Path, help="write each line's answer here, one JSON string per line")
     args = parser.parse_args()
 
     processor = AutoProcessor.from_pretrained(args.model)
@@ -51,6 +52,7 @@ def main() -> None:
     if args.limit:
         lines = lines[: args.limit]
     right, total = collections.Counter(), collections.Counter()
+    answers = []
     for line in lines:
         image = Image.open(args.data.parent / line["image"]).convert("RGB")
         conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": line["question"]}]}]
@@ -59,11 +61,14 @@ def main() -> None:
         with torch.no_grad():
             output = model.generate(**inputs, max_new_tokens=line.get("max_tokens", 16), do_sample=False)
         answer = processor.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        answers.append(answer)
         ok = correct(answer, line)
         right[line["kind"]] += ok
         total[line["kind"]] += 1
         if args.show_wrong and not ok:
             print(f"  wrong: {line['image']} {line['question']!r} -> {answer!r} (want {line.get('answers') or line['must_mention']})")
+    if args.answers:
+        args.answers.write_text("".join(json.dumps(a) + "\n" for a in answers))
     for kind in sorted(total):
         print(f"{kind:10s} {right[kind] / total[kind]:6.1%}  ({right[kind]}/{total[kind]})")
     questions = sum(total[k] for k in total if k != "caption")
