@@ -41,6 +41,18 @@ pub trait Backend: Send + Sync + 'static {
     /// Bytes the weight occupies on the device.
     fn weight_bytes(&self, weight: &Self::Weight) -> usize;
 
+    /// The first device failure, if any. Ops cannot return errors, so a backend whose
+    /// device can fail (an allocation, a kernel launch) records the failure, turns later
+    /// ops into no-ops, and reports it here; the generation loop asks after each step.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Device memory still free, bytes, where the device has memory of its own to run
+    /// out of (`None` for the host).
+    fn free_memory(&self) -> Option<usize> {
+        None
+    }
+
     /// An empty (0 × 0) tensor to be sized by the first op that writes it.
     fn new_tensor(&self) -> Self::Tensor;
     /// (rows, cols) of a tensor.

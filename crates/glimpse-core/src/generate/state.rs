@@ -137,6 +137,7 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         llama.logits_of_last(b, &self.hidden, &mut self.scratch);
         let mut logits = vec![0f32; cfg.vocab_size];
         b.download_row(&self.scratch.logits, 0, &mut logits);
+        b.check()?;
         Ok(logits)
     }
 
@@ -263,7 +264,7 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         self.decode_steps += 1;
         llama.logits_of_last(b, &self.hidden, &mut self.scratch);
         b.download_row(&self.scratch.logits, 0, logits);
-        Ok(())
+        b.check()
     }
 
     /// Fills the reduction statistics and hands over the report.

@@ -12,11 +12,13 @@ pub use tensor::{CpuTensor, CpuWeight};
 use crate::backend::{AttentionParams, Backend};
 use crate::error::{Error, Result};
 use crate::model::config::Activation;
-use crate::model::weights::TensorView;
+use crate::model::weights::{DType, TensorView};
 
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
     threads: usize,
+    /// Storage type weights are converted to on load; `None` keeps the checkpoint's.
+    weight_dtype: Option<DType>,
 }
 
 impl CpuBackend {
@@ -32,7 +34,17 @@ impl CpuBackend {
             .thread_name(|i| format!("glimpse-cpu-{i}"))
             .build()
             .map_err(|e| Error::internal(format!("cannot start {threads} CPU threads: {e}")))?;
-        Ok(CpuBackend { pool, threads })
+        Ok(CpuBackend {
+            pool,
+            threads,
+            weight_dtype: None,
+        })
+    }
+
+    /// Stores weights as `dtype` (`None`: as the checkpoint stores them).
+    pub fn with_weight_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.weight_dtype = dtype;
+        self
     }
 
     pub fn threads(&self) -> usize {
@@ -45,11 +57,14 @@ impl Backend for CpuBackend {
     type Weight = CpuWeight;
 
     fn description(&self) -> String {
-        format!("cpu ({} threads)", self.threads)
+        match self.weight_dtype {
+            None => format!("cpu ({} threads)", self.threads),
+            Some(d) => format!("cpu ({} threads, {} weights)", self.threads, d.name()),
+        }
     }
 
     fn load_weight(&self, view: &TensorView<'_>) -> Result<CpuWeight> {
-        CpuWeight::from_view(view)
+        view.with_storage(self.weight_dtype, CpuWeight::from_view)
     }
 
     fn weight_bytes(&self, weight: &CpuWeight) -> usize {
