@@ -9,6 +9,7 @@ mod attention_probs;
 mod backend;
 mod elementwise;
 mod emulator;
+mod model;
 mod mustdrop;
 mod norms;
 mod rows;
