@@ -6,10 +6,11 @@ mod ops;
 mod product;
 mod simd;
 mod tensor;
+mod windows;
 
 pub use tensor::{CpuTensor, CpuWeight};
 
-use crate::backend::{AttentionParams, Backend};
+use crate::backend::{AttentionParams, Backend, MergeSource};
 use crate::error::{Error, Result};
 use crate::model::config::Activation;
 use crate::model::weights::{DType, TensorView};
@@ -158,6 +159,21 @@ impl Backend for CpuBackend {
         out: &mut CpuTensor,
     ) {
         self.pool.install(|| attention::attention(q, k, v, n_keys, params, out));
+    }
+
+    fn window_similarity(&self, hidden: &CpuTensor, grid: usize, first_row: usize) -> Vec<f64> {
+        windows::window_similarity(hidden, grid, first_row)
+    }
+
+    fn window_merge(
+        &self,
+        hidden: &CpuTensor,
+        sources: &[MergeSource],
+        grid: usize,
+        first_row: usize,
+        out: &mut CpuTensor,
+    ) {
+        windows::window_merge(hidden, sources, grid, first_row, out);
     }
 
     fn attention_probs(

@@ -15,8 +15,8 @@ use super::gemm;
 use super::kernels::{self, Args, Kernel};
 use super::launch;
 use super::tensor::{GpuTensor, GpuWeight, Scratch};
-use crate::backend::cuda::abi::activation_code;
-use crate::backend::{AttentionParams, Backend};
+use crate::backend::cuda::abi::{activation_code, merge_source};
+use crate::backend::{AttentionParams, Backend, MergeSource, MERGE_WINDOW};
 use crate::error::{Error, Result};
 use crate::model::config::Activation;
 use crate::model::weights::{DType, TensorView};
@@ -46,6 +46,8 @@ pub(crate) struct Workspace<D: Device> {
     pub(crate) partial_sum: Scratch<D>,
     pub(crate) probs_heads: Scratch<D>,
     pub(crate) probs_out: Scratch<D>,
+    /// MustDrop's window similarities, read back for the host's merge decision.
+    pub(crate) window_scores: Scratch<D>,
 }
 
 impl<D: Device> GpuBackend<D> {
@@ -63,6 +65,7 @@ impl<D: Device> GpuBackend<D> {
                     partial_sum: Scratch::new(),
                     probs_heads: Scratch::new(),
                     probs_out: Scratch::new(),
+                    window_scores: Scratch::new(),
                 },
             }),
         }
@@ -112,6 +115,16 @@ impl<D: Device> GpuBackend<D> {
         let values: Vec<u32> = values.map(|v| u32::try_from(v).expect("index beyond u32")).collect();
         work.indices.upload(device, bytemuck::cast_slice(&values))
     }
+}
+
+/// Checks a patch grid against the rows holding it; returns its number of windows.
+fn check_window_grid<D: Device>(hidden: &GpuTensor<D>, grid: usize, first_row: usize) -> usize {
+    assert!(grid.is_multiple_of(MERGE_WINDOW), "window ops: grid side {grid}");
+    assert!(
+        first_row + grid * grid <= hidden.rows,
+        "window ops: the grid reaches past the rows"
+    );
+    (grid / MERGE_WINDOW) * (grid / MERGE_WINDOW)
 }
 
 /// The kernel variant for a weight's storage type (f32, f16, bf16, in that order).
@@ -414,6 +427,55 @@ impl<D: Device> Backend for GpuBackend<D> {
         );
         self.shape_output(out, q.rows, params.n_heads * d, 0);
         self.exec(|dev, work| attention::attention(dev, work, q, k, v, n_keys, params, out));
+    }
+
+    fn window_similarity(&self, hidden: &GpuTensor<D>, grid: usize, first_row: usize) -> Vec<f64> {
+        let windows = check_window_grid(hidden, grid, first_row);
+        let mut scores = vec![0f64; windows];
+        if windows > 0 {
+            self.exec(|dev, work| {
+                let result = work.window_scores.reserve(dev, windows * 8)?;
+                Args::new(kernels::WINDOW_SIMILARITY)
+                    .ptr(hidden.row_address(dev, first_row))
+                    .ptr(result)
+                    .i32(grid)
+                    .i32(hidden.cols)
+                    .launch(dev, launch::window_similarity(grid))?;
+                dev.read(result, bytemuck::cast_slice_mut(&mut scores))
+            });
+        }
+        scores
+    }
+
+    fn window_merge(
+        &self,
+        hidden: &GpuTensor<D>,
+        sources: &[MergeSource],
+        grid: usize,
+        first_row: usize,
+        out: &mut GpuTensor<D>,
+    ) {
+        let windows = check_window_grid(hidden, grid, first_row);
+        for &source in sources {
+            match source {
+                MergeSource::Row(r) => assert!(r < hidden.rows, "window_merge: row {r} of {}", hidden.rows),
+                MergeSource::Window(w) => assert!(w < windows, "window_merge: window {w} of {windows}"),
+            }
+        }
+        let cols = hidden.cols;
+        self.shape_output(out, sources.len(), cols, 0);
+        self.exec(|dev, work| {
+            let codes: Vec<i32> = sources.iter().map(|&s| merge_source(s)).collect();
+            let list = work.indices.upload(dev, bytemuck::cast_slice(&codes))?;
+            Args::new(kernels::WINDOW_MERGE)
+                .ptr(hidden.address(dev))
+                .ptr(out.address(dev))
+                .ptr(list)
+                .i32(cols)
+                .i32(grid)
+                .i32(first_row)
+                .launch(dev, launch::per_row(sources.len(), cols))
+        });
     }
 
     fn attention_probs(

@@ -204,6 +204,42 @@ fn elementwise_and_norm_ops_match_cpu() {
     g.check().unwrap();
 }
 
+/// MustDrop's window ops: the device computes similarities from the Gram matrix, the CPU
+/// from normalised rows, so they agree to rounding; merged rows agree bit for bit.
+#[test]
+fn window_ops_match_cpu() {
+    let (b, g) = (cpu(), gpu());
+    let mut rng = rng(35);
+    let (grid, dim) = (6, 40);
+    let rows = 1 + grid * grid;
+    let mut data = random(&mut rng, rows * dim, 1.0);
+    // Window 0: one direction at different lengths, similarity 1.
+    for p in crate::backend::window_patches(grid, 0) {
+        for d in 0..dim {
+            data[(1 + p) * dim + d] = data[dim + d] * (1.0 + p as f32);
+        }
+    }
+    let (h_cpu, h_gpu) = (tensor(&b, &data, rows, dim), on_gpu(&g, &data, rows, dim));
+    let (want, got) = (
+        b.window_similarity(&h_cpu, grid, 1),
+        g.window_similarity(&h_gpu, grid, 1),
+    );
+    assert_eq!(got.len(), 4);
+    for (w, (x, y)) in got.iter().zip(&want).enumerate() {
+        assert!((x - y).abs() < 1e-12, "window {w}: {x} vs {y}");
+    }
+    assert!((got[0] - 1.0).abs() < 1e-12);
+
+    use crate::backend::MergeSource::{Row, Window};
+    let sources = [Row(0), Window(2), Row(5), Window(0), Row(36)];
+    let (mut m_cpu, mut m_gpu) = (b.new_tensor(), g.new_tensor());
+    b.window_merge(&h_cpu, &sources, grid, 1, &mut m_cpu);
+    g.window_merge(&h_gpu, &sources, grid, 1, &mut m_gpu);
+    assert_eq!(g.shape(&m_gpu), (5, dim));
+    assert_same_bits(&g.download(&m_gpu), &b.download(&m_cpu), "window_merge");
+    g.check().unwrap();
+}
+
 fn params(n_heads: usize, n_kv_heads: usize, head_dim: usize, causal: bool) -> AttentionParams {
     AttentionParams {
         n_heads,
