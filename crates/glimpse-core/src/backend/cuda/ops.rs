@@ -71,14 +71,6 @@ impl<D: Device> GpuBackend<D> {
         }
     }
 
-    pub fn device(&self) -> &D {
-        &self.device
-    }
-
-    pub fn weight_dtype(&self) -> Option<DType> {
-        self.weight_dtype
-    }
-
     fn lock(&self) -> MutexGuard<'_, State<D>> {
         // A panic inside an op (a failed shape check) leaves nothing half-updated that
         // later ops rely on, so a poisoned lock is still usable.

@@ -50,6 +50,21 @@ pub struct CudaDevice {
     last_kernel: Mutex<&'static str>,
 }
 
+/// Device memory of a [`CudaDevice`]. cudarc frees a slice on the thread that drops it
+/// without making its context current there; a model can be dropped on a thread that never
+/// ran an op (a JavaScript finaliser), so the context is bound first.
+pub struct Allocation {
+    slice: CudaSlice<u8>,
+    ctx: Arc<CudaContext>,
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        // The slice itself is freed right after this, with the context current.
+        self.ctx.record_err(self.ctx.bind_to_thread());
+    }
+}
+
 /// A driver error as its name and description.
 pub(crate) fn describe(e: &DriverError) -> String {
     match e.error_string() {
@@ -140,7 +155,7 @@ impl CudaDevice {
 }
 
 impl Device for CudaDevice {
-    type Buffer = CudaSlice<u8>;
+    type Buffer = Allocation;
 
     fn description(&self) -> String {
         format!("{}, {}", self.name, self.arch)
@@ -159,13 +174,18 @@ impl Device for CudaDevice {
         Ok(free)
     }
 
-    fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>> {
+    fn alloc(&self, bytes: usize) -> Result<Allocation> {
+        self.bind()?;
         // SAFETY: the memory is uninitialised; the backend writes before it reads.
-        unsafe { self.stream.alloc::<u8>(bytes.max(1)) }.map_err(|e| Error::internal(describe(&e)))
+        let slice = unsafe { self.stream.alloc::<u8>(bytes.max(1)) }.map_err(|e| Error::internal(describe(&e)))?;
+        Ok(Allocation {
+            slice,
+            ctx: Arc::clone(&self.ctx),
+        })
     }
 
-    fn address(&self, buffer: &CudaSlice<u8>) -> u64 {
-        let (address, _record) = buffer.device_ptr(&self.stream);
+    fn address(&self, buffer: &Allocation) -> u64 {
+        let (address, _record) = buffer.slice.device_ptr(&self.stream);
         address
     }
 
