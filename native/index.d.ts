@@ -79,6 +79,10 @@ export interface LoadModelOptions {
    * checkpoint released without it.
    */
   visionTower?: string
+  /** `auto` (default: the GPU when one is usable, else the CPU), `cuda` or `cpu`. */
+  device?: string
+  /** Storage type of the weights: `auto` (default: the checkpoint's), `f32`, `f16`, `bf16`. */
+  dtype?: string
 }
 
 /** A chat message; a plain string content is shorthand for one text part. */

@@ -24,6 +24,8 @@ export interface ModelInfo {
 
 /** Numbers a generation reports, under the vocabulary shared by CLI and JSON output. */
 export interface GenerationStats {
+  /** The backend the run used, e.g. `cpu (8 threads)` or `cuda (NVIDIA H100 80GB HBM3, sm_90)`. */
+  backend: string;
   /** The `--reduce` spec the run used. */
   reduce: string;
   prompt_tokens: number;
@@ -217,6 +219,16 @@ export class Generation implements AsyncIterable<TokenEvent> {
   }
 }
 
+/** How a model is loaded (`--threads`, `--vision-tower`, `--device`, `--dtype`). */
+export interface LoadOptions {
+  threads?: number;
+  visionTower?: string;
+  /** `auto` (a CUDA GPU when one is usable, else the CPU), `cuda` or `cpu`. */
+  device?: string;
+  /** `auto` (the checkpoint's type), `f32`, `f16` or `bf16`. */
+  dtype?: string;
+}
+
 export class Model {
   readonly #native: native.Model;
 
@@ -224,7 +236,7 @@ export class Model {
     this.#native = handle;
   }
 
-  static async load(dir: string, options: { threads?: number; visionTower?: string } = {}): Promise<Model> {
+  static async load(dir: string, options: LoadOptions = {}): Promise<Model> {
     try {
       return new Model(await native.loadModel(dir, options));
     } catch (error) {

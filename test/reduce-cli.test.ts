@@ -257,6 +257,7 @@ test('stats table: units and the decode lines only when a policy acted', () => {
   assert.is(formatFlops(1.234e13), '12.3 TFLOPs');
 
   const stats = {
+    backend: 'cpu (4 threads)',
     reduce: 'mustdrop:keep=64',
     prompt_tokens: 600,
     generated_tokens: 20,
@@ -281,6 +282,7 @@ test('stats table: units and the decode lines only when a policy acted', () => {
   assert.is(
     formatStats(stats),
     [
+      'backend               cpu (4 threads)',
       'reduce                mustdrop:keep=64',
       'prompt_tokens         600',
       'generated_tokens      20',

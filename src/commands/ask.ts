@@ -20,6 +20,8 @@ import { checkShowKeptPath, writeShowKept } from '../output/show-kept.js';
 import { formatStats } from '../output/stats.js';
 import { TextPrinter } from '../output/text-printer.js';
 import {
+  deviceOption,
+  dtypeOption,
   GlimpseCommand,
   isAbove,
   isWholeNumber,
@@ -96,6 +98,8 @@ ${reduceHelp()}
   stop = Option.Array('--stop', { description: 'Stop when this text is generated (repeatable)' });
   threads = threadsOption();
   visionTower = visionTowerOption();
+  device = deviceOption();
+  dtype = dtypeOption();
   maxPixels = Option.String('--max-pixels', {
     description: `Refuse larger images (default: ${DEFAULT_MAX_PIXELS})`,
     validator: isWholeNumber(1),
@@ -194,7 +198,12 @@ ${reduceHelp()}
     try {
       const images = await Promise.all(paths.map((path) => loadImage(path, { maxPixels: this.maxPixels })));
       progress.update('Loading model');
-      const model = await Model.load(modelDir, { threads: this.threads, visionTower: this.visionTower });
+      const model = await Model.load(modelDir, {
+        threads: this.threads,
+        visionTower: this.visionTower,
+        device: this.device,
+        dtype: this.dtype,
+      });
       return { images, model };
     } finally {
       progress.stop();

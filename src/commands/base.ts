@@ -35,6 +35,18 @@ export const threadsOption = () =>
     validator: isWholeNumber(1),
   });
 
+export const deviceOption = () =>
+  Option.String('--device', {
+    description: 'Where the model runs: auto (a CUDA GPU when one is usable, else the CPU), cuda or cpu (default: auto)',
+    validator: t.isEnum(['auto', 'cuda', 'cpu']),
+  });
+
+export const dtypeOption = () =>
+  Option.String('--dtype', {
+    description: "Type the weights are kept in: auto (the checkpoint's), f32, f16 or bf16 (default: auto)",
+    validator: t.isEnum(['auto', 'f32', 'f16', 'bf16']),
+  });
+
 export const visionTowerOption = () =>
   Option.String('--vision-tower', {
     description: 'CLIP checkpoint directory for an original-layout LLaVA model that ships without its vision tower',

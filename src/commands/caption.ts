@@ -19,6 +19,8 @@ import { resolveModelDir } from '../model-path.js';
 import { BatchProgress } from '../output/progress.js';
 import { startProgress } from '../output/spinner.js';
 import {
+  deviceOption,
+  dtypeOption,
   GlimpseCommand,
   isAbove,
   isWholeNumber,
@@ -111,6 +113,8 @@ ${reduceHelp()}
   stop = Option.Array('--stop', { description: 'Stop a caption when this text is generated (repeatable)' });
   threads = threadsOption();
   visionTower = visionTowerOption();
+  device = deviceOption();
+  dtype = dtypeOption();
   reduce = reduceOption();
   maxPixels = Option.String('--max-pixels', {
     description: `Refuse larger images (default: ${DEFAULT_MAX_PIXELS})`,
@@ -192,7 +196,12 @@ ${reduceHelp()}
   private async loadModel(modelDir: string): Promise<Model> {
     const spinner = startProgress('Loading model', Boolean(process.stderr.isTTY));
     try {
-      return await Model.load(modelDir, { threads: this.threads, visionTower: this.visionTower });
+      return await Model.load(modelDir, {
+        threads: this.threads,
+        visionTower: this.visionTower,
+        device: this.device,
+        dtype: this.dtype,
+      });
     } finally {
       spinner.stop();
     }

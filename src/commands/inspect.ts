@@ -5,7 +5,7 @@ import { Option } from 'clipanion';
 import { Model, type ModelInfo } from '../engine.js';
 import { resolveModelDir } from '../model-path.js';
 import { startProgress } from '../output/spinner.js';
-import { GlimpseCommand, threadsOption, visionTowerOption } from './base.js';
+import { deviceOption, dtypeOption, GlimpseCommand, threadsOption, visionTowerOption } from './base.js';
 
 export class InspectCommand extends GlimpseCommand {
   static override paths = [['inspect']];
@@ -27,13 +27,20 @@ export class InspectCommand extends GlimpseCommand {
   json = Option.Boolean('--json', false, { description: 'Print the information as one JSON object' });
   threads = threadsOption();
   visionTower = visionTowerOption();
+  device = deviceOption();
+  dtype = dtypeOption();
 
   async execute(): Promise<number> {
     const dir = resolveModelDir(this.modelArgument ?? this.model);
     const progress = startProgress('Loading model', Boolean(process.stderr.isTTY) && !this.json);
     let info: ModelInfo;
     try {
-      const model = await Model.load(dir, { threads: this.threads, visionTower: this.visionTower });
+      const model = await Model.load(dir, {
+        threads: this.threads,
+        visionTower: this.visionTower,
+        device: this.device,
+        dtype: this.dtype,
+      });
       info = model.info();
     } finally {
       progress.stop();

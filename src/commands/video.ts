@@ -30,6 +30,8 @@ import { formatStats } from '../output/stats.js';
 import { TextPrinter } from '../output/text-printer.js';
 import { DEFAULT_MAX_TOKENS } from './ask.js';
 import {
+  deviceOption,
+  dtypeOption,
   GlimpseCommand,
   isAbove,
   isWholeNumber,
@@ -123,6 +125,8 @@ ${reduceHelp()}
   stop = Option.Array('--stop', { description: 'Stop when this text is generated (repeatable)' });
   threads = threadsOption();
   visionTower = visionTowerOption();
+  device = deviceOption();
+  dtype = dtypeOption();
   json = Option.Boolean('--json', false, { description: 'Print NDJSON events instead of text' });
   stats = Option.Boolean('--stats', false, { description: 'Print the frames and generation statistics to stderr' });
   reduce = reduceOption();
@@ -196,7 +200,12 @@ ${reduceHelp()}
     );
     try {
       progress.update('Loading model');
-      const model = await Model.load(modelDir, { threads: this.threads, visionTower: this.visionTower });
+      const model = await Model.load(modelDir, {
+        threads: this.threads,
+        visionTower: this.visionTower,
+        device: this.device,
+        dtype: this.dtype,
+      });
       const { image_tokens: visionTokens, context_length: context } = model.info();
       if (times.length * visionTokens >= context) throw frameOverflow(times.length, visionTokens, context);
       progress.update(`Extracting frames (0/${times.length})`);

@@ -6,6 +6,7 @@ import type { GenerationStats } from '../engine.js';
 
 export function formatStats(stats: GenerationStats): string {
   const rows: Array<[string, string]> = [
+    ['backend', stats.backend],
     ['reduce', stats.reduce],
     ['prompt_tokens', String(stats.prompt_tokens)],
     ['generated_tokens', String(stats.generated_tokens)],

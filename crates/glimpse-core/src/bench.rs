@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::generate::session::PreparedPrompt;
@@ -17,12 +16,16 @@ use crate::generate::{GenerationStats, Sampler, SamplingParams};
 use crate::model::config::LlavaConfig;
 use crate::model::llava::Llava;
 use crate::model::predictor::DynamicPredictors;
-use crate::model::weights::Weights;
+use crate::model::weights::{DType, Weights};
+use crate::placement::{self, DeviceChoice, Opened};
 use crate::reduce::ReduceSpec;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub threads: Option<usize>,
+    pub device: DeviceChoice,
+    /// Storage type of the weights; `None` keeps the checkpoint's.
+    pub dtype: Option<DType>,
     /// Text tokens after the image in the prompt.
     pub text_tokens: usize,
     /// Tokens generated after prefill.
@@ -35,6 +38,15 @@ pub struct BenchOptions {
 pub struct BenchReport {
     pub backend: String,
     pub ms_load: f64,
+    /// What decoding one token must read at least: every language-model weight except
+    /// the embedding table (of which it reads one row).
+    pub decode_weight_bytes: usize,
+    /// Read + write traffic per second of a large device-to-device copy: the memory
+    /// bandwidth decoding can hope for (host memory on the CPU backend).
+    pub copy_bandwidth_bytes_per_s: f64,
+    /// `copy_bandwidth_bytes_per_s / decode_weight_bytes`: decode speed if reading the
+    /// weights were all it cost.
+    pub decode_tokens_per_s_bound: f64,
     pub runs: Vec<BenchRun>,
     /// Peak resident memory of the process (VmHWM), bytes; 0 where unknown.
     pub peak_rss_bytes: u64,
@@ -48,20 +60,32 @@ pub struct BenchRun {
     pub prefill_tokens_per_s: f64,
     pub decode_tokens: usize,
     pub decode_tokens_per_s: f64,
+    /// Time to first token: image encoding plus prefill.
+    pub ttft_ms: f64,
     pub stats: GenerationStats,
 }
 
 pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchReport> {
+    match placement::open(options.device, options.threads, options.dtype)? {
+        Opened::Cpu(backend) => run_on(backend, dir, options),
+        #[cfg(feature = "cuda")]
+        Opened::Cuda(backend) => run_on(*backend, dir, options),
+    }
+}
+
+fn run_on<B: Backend>(backend: B, dir: &Path, options: &BenchOptions) -> Result<BenchReport> {
     let config = LlavaConfig::from_dir(dir)?;
-    let backend = CpuBackend::new(options.threads)?;
     let started = Instant::now();
     let model = {
         let weights = Weights::open(dir)?;
         let mut model = Llava::load(&backend, &weights, config)?;
         model.predictors = DynamicPredictors::load(&backend, &weights, dir, &model.config)?;
+        backend.check()?;
         model
     };
     let ms_load = ms_since(started);
+    let decode_weight_bytes = model.language.decode_weight_bytes(&backend);
+    let copy_bandwidth_bytes_per_s = copy_bandwidth(&backend)?;
     let runs = options
         .reduce
         .iter()
@@ -70,20 +94,45 @@ pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchReport> {
     Ok(BenchReport {
         backend: backend.description(),
         ms_load,
+        decode_weight_bytes,
+        copy_bandwidth_bytes_per_s,
+        decode_tokens_per_s_bound: copy_bandwidth_bytes_per_s / decode_weight_bytes.max(1) as f64,
         runs,
         peak_rss_bytes: peak_rss_bytes(),
     })
 }
 
-fn run_one(
-    backend: &CpuBackend,
-    model: &Llava<CpuBackend>,
-    spec: &ReduceSpec,
-    options: &BenchOptions,
-) -> Result<BenchRun> {
+/// Bytes of each copy in the bandwidth measurement: far beyond any cache.
+const COPY_BYTES: usize = 512 << 20;
+const COPY_REPEATS: usize = 5;
+
+/// Memory traffic (bytes read plus bytes written) per second of copying a large tensor,
+/// the best of a few runs after a warm-up; reading one element back waits for the copy.
+fn copy_bandwidth<B: Backend>(b: &B) -> Result<f64> {
+    let cols = 4096;
+    let rows = COPY_BYTES / 4 / cols;
+    let (mut src, mut dst) = (b.new_tensor(), b.new_tensor());
+    b.reserve_rows(&mut src, rows, cols);
+    b.reserve_rows(&mut dst, rows, cols);
+    let mut probe = vec![0f32; cols];
+    let mut best = f64::INFINITY;
+    for repeat in 0..=COPY_REPEATS {
+        let started = Instant::now();
+        b.copy_rows(&src, 0, &mut dst, 0, rows);
+        b.download_row(&dst, rows - 1, &mut probe);
+        if repeat > 0 {
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+    }
+    b.check()?;
+    Ok(2.0 * (rows * cols * 4) as f64 / best)
+}
+
+fn run_one<B: Backend>(backend: &B, model: &Llava<B>, spec: &ReduceSpec, options: &BenchOptions) -> Result<BenchRun> {
     let cfg = &model.config;
     let plan = spec.plan(model)?;
     let mut stats = GenerationStats {
+        backend: backend.description(),
         reduce: spec.text.clone(),
         ..Default::default()
     };
@@ -114,6 +163,7 @@ fn run_one(
         unreduced_len,
     };
 
+    crate::generate::session::ensure_kv_fits(backend, model, prompt.ids.len(), options.decode_tokens)?;
     let mut state = GenerationState::new(backend, model, plan, prompt.ids.len() + options.decode_tokens);
     let started = Instant::now();
     let mut logits = state.prefill(backend, model, &prompt)?;
@@ -138,6 +188,7 @@ fn run_one(
         prefill_tokens_per_s: unreduced_len as f64 / (stats.ms_prefill / 1e3),
         decode_tokens: options.decode_tokens,
         decode_tokens_per_s: options.decode_tokens as f64 / (stats.ms_decode / 1e3),
+        ttft_ms: stats.ms_encode + stats.ms_prefill,
         stats,
     })
 }
@@ -151,13 +202,13 @@ pub fn ratio_table(report: &BenchReport) -> String {
     let ratio = |x: f64, b: f64| if b > 0.0 { x / b } else { 0.0 };
     let mut out = String::from(
         "| reduce | tokens after encoder / prefill | equal tokens | prefill ms (×) | prefill GFLOPs (×) | \
-         KV MiB after prefill (×) | KV MiB final (×) | decode tok/s |\n|---|---|---|---|---|---|---|---|\n",
+         KV MiB after prefill (×) | KV MiB final (×) | TTFT ms | decode tok/s |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in &report.runs {
         let s = &run.stats;
         let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
         out.push_str(&format!(
-            "| {} | {} / {} | {:.1} | {:.0} ({:.2}) | {:.1} ({:.2}) | {:.1} ({:.2}) | {:.1} ({:.2}) | {:.2} |\n",
+            "| {} | {} / {} | {:.1} | {:.0} ({:.2}) | {:.1} ({:.2}) | {:.1} ({:.2}) | {:.1} ({:.2}) | {:.0} | {:.2} |\n",
             run.reduce,
             s.after_encoder,
             s.after_prefill,
@@ -173,6 +224,7 @@ pub fn ratio_table(report: &BenchReport) -> String {
             ),
             mib(s.kv_bytes_final),
             ratio(s.kv_bytes_final as f64, base.stats.kv_bytes_final as f64),
+            run.ttft_ms,
             run.decode_tokens_per_s,
         ));
     }

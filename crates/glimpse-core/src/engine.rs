@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::generate::batch;
@@ -18,7 +17,9 @@ use crate::model::llava::{self, Llava};
 use crate::model::predictor::DynamicPredictors;
 pub use crate::model::preprocess::RgbImage;
 use crate::model::preprocess::{ImageProcessorConfig, SquarePad};
-use crate::model::weights::Weights;
+use crate::model::weights::{DType, Weights};
+pub use crate::placement::DeviceChoice;
+use crate::placement::{self, on_device, Loaded, MemoryNeed, OnDevice, Opened};
 use crate::reduce::{ReduceSpec, ReductionPlan, ReductionReport};
 use crate::text::{ChatTemplate, TextTokenizer};
 pub use crate::text::{ContentPart, Message};
@@ -32,6 +33,10 @@ pub struct LoadOptions {
     /// come from it, and its weights too unless the checkpoint carries its own (which win,
     /// as in LLaVA's loader, since they may have been fine-tuned).
     pub vision_tower: Option<PathBuf>,
+    /// Where the model runs (`--device`).
+    pub device: DeviceChoice,
+    /// The type weights are stored in (`--dtype`); `None` keeps the checkpoint's.
+    pub dtype: Option<DType>,
 }
 
 /// What stands for an image in original-layout prompts (LLaVA's `DEFAULT_IMAGE_TOKEN`).
@@ -100,8 +105,7 @@ pub struct ModelInfo {
 /// A loaded model with everything needed to turn a conversation into text.
 pub struct Engine {
     dir: PathBuf,
-    backend: CpuBackend,
-    model: Llava<CpuBackend>,
+    loaded: Loaded,
     tokenizer: TextTokenizer,
     template: ChatTemplate,
     image_processor: ImageProcessorConfig,
@@ -157,16 +161,23 @@ impl Engine {
                 "the image processor makes {w}×{h} images but the vision tower takes {size}×{size}"
             )));
         }
-        let backend = CpuBackend::new(options.threads)?;
         let weights = Weights::open(dir)?;
         let weight_summary = WeightSummary::of(&weights);
         let tower_weights = vision_tower_weights(dir, tower_dir, &config, &weights)?;
-        let mut model = Llava::load_with_vision_tower(&backend, &weights, tower_weights.as_ref(), config)?;
-        model.predictors = DynamicPredictors::load(&backend, &weights, dir, &model.config)?;
+        let checkpoint = Checkpoint {
+            dir,
+            config,
+            weights: &weights,
+            tower_weights: tower_weights.as_ref(),
+        };
+        let loaded = match placement::open(options.device, options.threads, options.dtype)? {
+            Opened::Cpu(backend) => Loaded::Cpu(Box::new(checkpoint.load(backend, options.dtype)?)),
+            #[cfg(feature = "cuda")]
+            Opened::Cuda(backend) => Loaded::Cuda(Box::new(checkpoint.load(*backend, options.dtype)?)),
+        };
         Ok(Engine {
             dir: dir.to_path_buf(),
-            backend,
-            model,
+            loaded,
             tokenizer,
             template,
             image_processor,
@@ -174,8 +185,18 @@ impl Engine {
         })
     }
 
+    /// The model's configuration.
+    pub fn config(&self) -> &LlavaConfig {
+        on_device!(&self.loaded, d => &d.model.config)
+    }
+
+    /// The backend the model runs on, as `--stats` and `inspect` show it.
+    pub fn backend(&self) -> String {
+        on_device!(&self.loaded, d => d.backend.description())
+    }
+
     pub fn info(&self) -> ModelInfo {
-        let cfg = &self.model.config;
+        let cfg = self.config();
         ModelInfo {
             dir: self.dir.clone(),
             architecture: match cfg.format {
@@ -191,9 +212,8 @@ impl Engine {
             hidden_size: cfg.text.hidden_size,
             image_tokens: cfg.image_seq_len(),
             context_length: cfg.text.max_position_embeddings,
-            kv_bytes_per_token: (cfg.text.num_hidden_layers * self.model.language.kv_width() * 2 * size_of::<f32>())
-                as u64,
-            backend: self.backend.description(),
+            kv_bytes_per_token: placement::kv_bytes_per_token(cfg),
+            backend: self.backend(),
         }
     }
 
@@ -212,8 +232,8 @@ impl Engine {
             )));
         }
         let text = self.template.render(messages, true)?;
-        let image_token = self.model.config.image_token_index;
-        let ids = match self.model.config.format {
+        let image_token = self.config().image_token_index;
+        let ids = match self.config().format {
             CheckpointFormat::LlavaHf => self.tokenizer.encode(&text, true)?,
             CheckpointFormat::Original(_) => encode_with_spliced_images(&self.tokenizer, &text, image_token)?,
         };
@@ -223,7 +243,7 @@ impl Engine {
                 "the rendered prompt has {slots} <image> slot(s) but {n_images} image(s) were given"
             )));
         }
-        let per_image = self.model.config.image_seq_len();
+        let per_image = self.config().image_seq_len();
         let mut expanded = Vec::with_capacity(ids.len() + n_images * per_image);
         for id in ids {
             if id == image_token {
@@ -243,12 +263,32 @@ impl Engine {
         cancel: &AtomicBool,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<GenerateOutput> {
-        let plan = request.reduce.plan(&self.model)?;
-        let (prompt, stats) = self.prepare(request, &plan)?;
-        let context = self.model.config.text.max_position_embeddings;
+        on_device!(&self.loaded, d => self.generate_on(d, request, cancel, on_event))
+    }
+
+    /// Logits for the token that would follow the prompt (no sampling, nothing streamed),
+    /// with the request's reduction applied: what parity checks against reference
+    /// implementations and answer scoring need.
+    pub fn next_token_logits(&self, request: &GenerateRequest) -> Result<Vec<f32>> {
+        on_device!(&self.loaded, d => self.next_token_logits_on(d, request))
+    }
+
+    /// [`Engine::generate`] with the model on `d` (the engine's own, or in tests the same
+    /// checkpoint loaded on another backend).
+    pub(crate) fn generate_on<B: Backend>(
+        &self,
+        d: &OnDevice<B>,
+        request: &GenerateRequest,
+        cancel: &AtomicBool,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<GenerateOutput> {
+        let plan = request.reduce.plan(&d.model)?;
+        let (prompt, mut stats) = self.prepare(d, request, &plan)?;
+        stats.backend = d.backend.description();
+        let context = d.model.config.text.max_position_embeddings;
         let output = session::run(
-            &self.backend,
-            &self.model,
+            &d.backend,
+            &d.model,
             plan,
             &self.tokenizer,
             prompt,
@@ -265,17 +305,28 @@ impl Engine {
     /// each gets the output it would get from [`Engine::generate`], in request order, or
     /// its own error. `cancel` is polled once per step and ends every unfinished one.
     pub fn generate_batch(&self, requests: &[GenerateRequest], cancel: &AtomicBool) -> Vec<Result<GenerateOutput>> {
-        let context = self.model.config.text.max_position_embeddings;
+        on_device!(&self.loaded, d => self.generate_batch_on(d, requests, cancel))
+    }
+
+    /// [`Engine::generate_batch`] with the model on `d`.
+    fn generate_batch_on<B: Backend>(
+        &self,
+        d: &OnDevice<B>,
+        requests: &[GenerateRequest],
+        cancel: &AtomicBool,
+    ) -> Vec<Result<GenerateOutput>> {
+        let context = d.model.config.text.max_position_embeddings;
         let outputs = batch::run(
-            &self.backend,
-            &self.model,
+            &d.backend,
+            &d.model,
             &self.tokenizer,
             requests,
             context,
             cancel,
             |request| {
-                let plan = request.reduce.plan(&self.model)?;
-                let (prompt, stats) = self.prepare(request, &plan)?;
+                let plan = request.reduce.plan(&d.model)?;
+                let (prompt, mut stats) = self.prepare(d, request, &plan)?;
+                stats.backend = d.backend.description();
                 Ok(batch::Prepared { plan, prompt, stats })
             },
         );
@@ -296,32 +347,36 @@ impl Engine {
         Ok(output)
     }
 
-    /// Logits for the token that would follow the prompt (no sampling, nothing streamed),
-    /// with the request's reduction applied: what parity checks against reference
-    /// implementations and answer scoring need.
-    pub fn next_token_logits(&self, request: &GenerateRequest) -> Result<Vec<f32>> {
-        let plan = request.reduce.plan(&self.model)?;
-        let (prompt, _) = self.prepare(request, &plan)?;
-        let mut state = GenerationState::new(&self.backend, &self.model, plan, prompt.ids.len());
-        state.prefill(&self.backend, &self.model, &prompt)
+    pub(crate) fn next_token_logits_on<B: Backend>(
+        &self,
+        d: &OnDevice<B>,
+        request: &GenerateRequest,
+    ) -> Result<Vec<f32>> {
+        let plan = request.reduce.plan(&d.model)?;
+        let (prompt, _) = self.prepare(d, request, &plan)?;
+        session::ensure_kv_fits(&d.backend, &d.model, prompt.ids.len(), 0)?;
+        let mut state = GenerationState::new(&d.backend, &d.model, plan, prompt.ids.len());
+        state.prefill(&d.backend, &d.model, &prompt)
     }
 
     /// Tokenizes the conversation, checks it fits the context and encodes its images
     /// (with the plan's stage 1).
-    fn prepare(
+    fn prepare<B: Backend>(
         &self,
+        d: &OnDevice<B>,
         request: &GenerateRequest,
-        plan: &ReductionPlan<'_, CpuBackend>,
-    ) -> Result<(PreparedPrompt<CpuBackend>, GenerationStats)> {
+        plan: &ReductionPlan<'_, B>,
+    ) -> Result<(PreparedPrompt<B>, GenerationStats)> {
+        let model = &d.model;
         let unreduced = self.prompt_ids(&request.messages, request.images.len())?;
-        let context = self.model.config.text.max_position_embeddings;
+        let context = model.config.text.max_position_embeddings;
         if unreduced.len() >= context {
             return Err(Error::input(format!(
                 "the prompt is {} tokens but the model's context window is {context}",
                 unreduced.len()
             )));
         }
-        let per_image = self.model.config.image_seq_len();
+        let per_image = model.config.image_seq_len();
         let mut stats = GenerationStats {
             reduce: request.reduce.text.clone(),
             vision_tokens_in: request.images.len() * per_image,
@@ -331,16 +386,14 @@ impl Engine {
         let mut images = Vec::with_capacity(request.images.len());
         for image in &request.images {
             let pixels = self.image_processor.preprocess(image)?;
-            let (encoded, flops) = self
-                .model
-                .encode_image(&self.backend, &pixels, plan.encoder.as_deref())?;
+            let (encoded, flops) = model.encode_image(&d.backend, &pixels, plan.encoder.as_deref())?;
             stats.flops_vision += flops;
             images.push(encoded);
         }
         stats.ms_encode = started.elapsed().as_secs_f64() * 1e3;
         stats.after_encoder = images.iter().map(|i| i.tokens.len()).sum();
 
-        let image_token = self.model.config.image_token_index;
+        let image_token = model.config.image_token_index;
         let ids = resize_image_slots(&unreduced, image_token, per_image, &images);
         let sequence = initial_sequence(&ids, image_token, &images, per_image, plan.positions);
         let prompt = PreparedPrompt {
@@ -350,6 +403,34 @@ impl Engine {
             unreduced_len: unreduced.len(),
         };
         Ok((prompt, stats))
+    }
+}
+
+/// A checkpoint opened for loading: its config and weights (and a separate vision tower's).
+pub(crate) struct Checkpoint<'a> {
+    pub dir: &'a Path,
+    pub config: LlavaConfig,
+    pub weights: &'a Weights,
+    pub tower_weights: Option<&'a Weights>,
+}
+
+impl Checkpoint<'_> {
+    /// Loads the model onto `backend`, after checking that a device with memory of its
+    /// own has room for it.
+    pub(crate) fn load<B: Backend>(self, backend: B, dtype: Option<DType>) -> Result<OnDevice<B>> {
+        if let Some(free) = backend.free_memory() {
+            let mut summary = self.weights.summary();
+            if let Some(tower) = self.tower_weights {
+                let t = tower.summary();
+                summary.parameters += t.parameters;
+                summary.bytes += t.bytes;
+            }
+            MemoryNeed::for_model(&self.config, summary.parameters, summary.bytes, dtype).check(free as u64)?;
+        }
+        let mut model = Llava::load_with_vision_tower(&backend, self.weights, self.tower_weights, self.config)?;
+        model.predictors = DynamicPredictors::load(&backend, self.weights, self.dir, &model.config)?;
+        backend.check()?;
+        Ok(OnDevice { backend, model })
     }
 }
 

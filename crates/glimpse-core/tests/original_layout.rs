@@ -139,6 +139,7 @@ impl OriginalCopy {
             LoadOptions {
                 threads: Some(1),
                 vision_tower: Some(self.clip.clone()),
+                ..Default::default()
             },
         )
     }
@@ -304,6 +305,7 @@ fn a_missing_tower_asks_for_vision_tower() {
         LoadOptions {
             threads: Some(1),
             vision_tower: Some(copy.model.join("nowhere")),
+            ..Default::default()
         },
     )
     .err()

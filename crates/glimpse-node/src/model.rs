@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use glimpse_core::{Engine, Error, LoadOptions, Result};
+use glimpse_core::model::weights::DType;
+use glimpse_core::{DeviceChoice, Engine, Error, LoadOptions, Result};
 use napi::bindgen_prelude::{AbortSignal, AsyncTask, Unknown};
 use napi::{Env, Task};
 use napi_derive::napi;
@@ -22,19 +23,33 @@ pub struct LoadModelOptions {
     /// A CLIP model directory holding the vision tower of an original-layout LLaVA
     /// checkpoint released without it.
     pub vision_tower: Option<String>,
+    /// `auto` (default: the GPU when one is usable, else the CPU), `cuda` or `cpu`.
+    pub device: Option<String>,
+    /// Storage type of the weights: `auto` (default: the checkpoint's), `f32`, `f16`, `bf16`.
+    pub dtype: Option<String>,
+}
+
+impl LoadModelOptions {
+    fn into_engine_options(self) -> Result<LoadOptions> {
+        if self.threads == Some(0) {
+            return Err(Error::usage("threads must be at least 1"));
+        }
+        Ok(LoadOptions {
+            threads: self.threads.map(|n| n as usize),
+            vision_tower: self.vision_tower.map(PathBuf::from),
+            device: self
+                .device
+                .as_deref()
+                .map_or(Ok(DeviceChoice::Auto), DeviceChoice::parse)?,
+            dtype: self.dtype.as_deref().map_or(Ok(None), DType::parse_choice)?,
+        })
+    }
 }
 
 /// Loads the model in `dir` on a worker thread.
 #[napi(ts_return_type = "Promise<Model>")]
 pub fn load_model(dir: String, options: Option<LoadModelOptions>) -> AsyncTask<LoadTask> {
-    let (threads, vision_tower) = options.map_or((None, None), |options| (options.threads, options.vision_tower));
-    let options = match threads {
-        Some(0) => Err(Error::usage("threads must be at least 1")),
-        _ => Ok(LoadOptions {
-            threads: threads.map(|n| n as usize),
-            vision_tower: vision_tower.map(PathBuf::from),
-        }),
-    };
+    let options = options.map_or_else(|| Ok(LoadOptions::default()), LoadModelOptions::into_engine_options);
     AsyncTask::new(LoadTask {
         dir: PathBuf::from(dir),
         options,

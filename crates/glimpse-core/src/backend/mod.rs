@@ -27,6 +27,26 @@ pub struct AttentionParams {
     pub scale: f32,
 }
 
+/// Side of MustDrop's merge windows, in patches.
+pub const MERGE_WINDOW: usize = 3;
+
+/// Patch indices of window `w` of a `grid × grid` patch grid cut into 3×3 windows, windows
+/// and their members in raster order.
+pub fn window_patches(grid: usize, w: usize) -> [usize; MERGE_WINDOW * MERGE_WINDOW] {
+    let per_side = grid / MERGE_WINDOW;
+    let (gy, gx) = (w / per_side, w % per_side);
+    std::array::from_fn(|t| (gy * MERGE_WINDOW + t / MERGE_WINDOW) * grid + gx * MERGE_WINDOW + t % MERGE_WINDOW)
+}
+
+/// Where one output row of [`Backend::window_merge`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeSource {
+    /// A copy of this row of the input.
+    Row(usize),
+    /// The mean of this window's members.
+    Window(usize),
+}
+
 pub trait Backend: Send + Sync + 'static {
     /// A 2-D f32 activation matrix on this backend's device.
     type Tensor: Send + Sync;
@@ -40,6 +60,18 @@ pub trait Backend: Send + Sync + 'static {
     fn load_weight(&self, view: &TensorView<'_>) -> Result<Self::Weight>;
     /// Bytes the weight occupies on the device.
     fn weight_bytes(&self, weight: &Self::Weight) -> usize;
+
+    /// The first device failure, if any. Ops cannot return errors, so a backend whose
+    /// device can fail (an allocation, a kernel launch) records the failure, turns later
+    /// ops into no-ops, and reports it here; the generation loop asks after each step.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Device memory still free, bytes, where the device has memory of its own to run
+    /// out of (`None` for the host).
+    fn free_memory(&self) -> Option<usize> {
+        None
+    }
 
     /// An empty (0 × 0) tensor to be sized by the first op that writes it.
     fn new_tensor(&self) -> Self::Tensor;
@@ -90,6 +122,22 @@ pub trait Backend: Send + Sync + 'static {
         v: &Self::Tensor,
         n_keys: usize,
         params: AttentionParams,
+        out: &mut Self::Tensor,
+    );
+    /// MustDrop stage 1: for each 3×3 window of a `grid × grid` patch grid whose patch `p`
+    /// is row `first_row + p` of `hidden`, the mean cosine similarity over the ordered
+    /// pairs of distinct members, in f64 (host memory: which windows merge is decided on
+    /// the host). `grid` must be a multiple of 3.
+    fn window_similarity(&self, hidden: &Self::Tensor, grid: usize, first_row: usize) -> Vec<f64>;
+    /// Builds `out` one row per source (see [`MergeSource`]), with windows and rows as in
+    /// [`Backend::window_similarity`]. A window's mean sums its members in raster order
+    /// and divides by their count, in f32.
+    fn window_merge(
+        &self,
+        hidden: &Self::Tensor,
+        sources: &[MergeSource],
+        grid: usize,
+        first_row: usize,
         out: &mut Self::Tensor,
     );
     /// Head-averaged attention probabilities of a few query rows, for the token filters

@@ -140,6 +140,8 @@ fn start<'m, 't, B: Backend>(
     let n_prompt = prompt.unreduced_len;
     let max_new = session::max_new_tokens(request, n_prompt, context_len);
     let decoding = Decoding::new(tokenizer, request, prompt.ids.clone(), max_new)?;
+    // Checked against what the batch's earlier sequences left free.
+    session::ensure_kv_fits(b, model, prompt.ids.len(), max_new)?;
     let mut state = GenerationState::new(b, model, plan, prompt.ids.len() + max_new);
     let started = Instant::now();
     let logits = state.prefill(b, model, &prompt)?;
@@ -242,7 +244,7 @@ pub(super) fn step<B: Backend>(
     for (r, feed) in batch.iter_mut().enumerate() {
         b.download_row(&work.scratch.logits, r, feed.logits);
     }
-    Ok(())
+    b.check()
 }
 
 #[cfg(test)]

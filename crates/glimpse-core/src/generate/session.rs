@@ -8,8 +8,9 @@ use super::state::GenerationState;
 use super::stats::GenerationStats;
 use crate::backend::Backend;
 use crate::engine::{Event, FinishReason, GenerateOutput, GenerateRequest};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::llava::Llava;
+use crate::placement::{gib, kv_bytes_per_token};
 use crate::reduce::{EncodedImage, ReductionPlan, Sequence};
 use crate::text::TextTokenizer;
 
@@ -42,6 +43,7 @@ pub(crate) fn run<B: Backend>(
     let max_new = max_new_tokens(request, n_prompt, context_len);
     // Built first: it checks the sampling settings before any work is done.
     let mut decoding = Decoding::new(tokenizer, request, prompt.ids.clone(), max_new)?;
+    ensure_kv_fits(b, model, prompt.ids.len(), max_new)?;
     let mut state = GenerationState::new(b, model, plan, prompt.ids.len() + max_new);
 
     let started = Instant::now();
@@ -88,4 +90,22 @@ pub(crate) fn output<B: Backend>(
         stats,
         reduction,
     }
+}
+
+/// Fails when a device with memory of its own lacks room for the KV cache of a prompt of
+/// `prompt_rows` rows and `max_new` new tokens (the cache is allocated whole, up front).
+pub(crate) fn ensure_kv_fits<B: Backend>(b: &B, model: &Llava<B>, prompt_rows: usize, max_new: usize) -> Result<()> {
+    let Some(free) = b.free_memory() else {
+        return Ok(());
+    };
+    let needed = kv_bytes_per_token(&model.config) * (prompt_rows + max_new) as u64;
+    if needed <= free as u64 {
+        return Ok(());
+    }
+    Err(Error::usage(format!(
+        "not enough GPU memory for this request: its KV cache ({prompt_rows} prompt + {max_new} new tokens) needs {} \
+         but {} is free; use a smaller --max-tokens, a --reduce method that merges visual tokens, or --device cpu",
+        gib(needed),
+        gib(free as u64)
+    )))
 }

@@ -150,6 +150,7 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         llama.logits_of_last(b, &self.hidden, &mut self.scratch);
         let mut logits = vec![0f32; cfg.vocab_size];
         b.download_row(&self.scratch.logits, 0, &mut logits);
+        b.check()?;
         Ok(logits)
     }
 
@@ -237,7 +238,7 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         self.end_step(b, token)?;
         llama.logits_of_last(b, &self.hidden, &mut self.scratch);
         b.download_row(&self.scratch.logits, 0, logits);
-        Ok(())
+        b.check()
     }
 
     /// Starts feeding a new token: where it sits, and what the cache policy will say of it.

@@ -4,6 +4,8 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GenerationStats {
+    /// The backend the run used ("cpu (8 threads)", "cuda (NVIDIA H100 …)").
+    pub backend: String,
     /// The `--reduce` string the run used.
     pub reduce: String,
     pub prompt_tokens: usize,

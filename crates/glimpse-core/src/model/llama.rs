@@ -138,6 +138,34 @@ impl<B: Backend> Llama<B> {
         self.layers.len()
     }
 
+    /// Weight bytes one decode step reads: every layer, the final norm and the output
+    /// projection (of the embedding table it reads one row, not counted).
+    pub fn decode_weight_bytes(&self, b: &B) -> usize {
+        let linear = |l: &Linear<B>| b.weight_bytes(&l.weight) + l.bias.as_ref().map_or(0, |w| b.weight_bytes(w));
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                b.weight_bytes(&l.input_layernorm)
+                    + b.weight_bytes(&l.post_attention_layernorm)
+                    + [
+                        &l.q_proj,
+                        &l.k_proj,
+                        &l.v_proj,
+                        &l.o_proj,
+                        &l.gate_proj,
+                        &l.up_proj,
+                        &l.down_proj,
+                    ]
+                    .into_iter()
+                    .map(linear)
+                    .sum::<usize>()
+            })
+            .sum();
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        layers + b.weight_bytes(&self.norm) + b.weight_bytes(head)
+    }
+
     fn attention_params(&self) -> AttentionParams {
         let cfg = &self.cfg;
         AttentionParams {

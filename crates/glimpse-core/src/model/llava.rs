@@ -105,6 +105,7 @@ impl<B: Backend> Llava<B> {
             grid: self.vision.grid(),
             window_similarity: output.window_similarity,
         };
+        b.check()?;
         Ok((image, output.flops))
     }
 

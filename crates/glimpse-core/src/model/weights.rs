@@ -35,6 +35,29 @@ impl DType {
             DType::F16 | DType::BF16 => 2,
         }
     }
+
+    /// The lowercase name `--dtype` takes and `inspect` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+
+    /// Parses `--dtype`: `auto` (the checkpoint's own type, `None`), `f32`, `f16` or
+    /// `bf16` (also `float32`, `float16`/`fp16`, `bfloat16`).
+    pub fn parse_choice(text: &str) -> Result<Option<DType>> {
+        match text.to_ascii_lowercase().as_str() {
+            "auto" => Ok(None),
+            "f32" | "float32" | "fp32" => Ok(Some(DType::F32)),
+            "f16" | "float16" | "fp16" => Ok(Some(DType::F16)),
+            "bf16" | "bfloat16" => Ok(Some(DType::BF16)),
+            _ => Err(Error::usage(format!(
+                "unknown --dtype '{text}': use auto, f32, f16 or bf16"
+            ))),
+        }
+    }
 }
 
 /// A borrowed view of one tensor inside a mapped file. `bytes` is little-endian and may
@@ -73,6 +96,30 @@ impl TensorView<'_> {
         let mut out = vec![bf16::ZERO; self.bytes.len() / self.dtype.size()];
         convert_parallel(self.dtype, self.bytes, &mut out, convert_chunk_bf16);
         out
+    }
+
+    /// Calls `f` with this tensor stored as `dtype` (`None` or its own type: as it is;
+    /// otherwise a converted copy), for backends that keep weights in a chosen type.
+    pub fn with_storage<R>(&self, dtype: Option<DType>, f: impl FnOnce(&TensorView<'_>) -> R) -> R {
+        let Some(dtype) = dtype.filter(|&d| d != self.dtype) else {
+            return f(self);
+        };
+        let (f32s, f16s, bf16s);
+        let bytes: &[u8] = match dtype {
+            DType::F32 => {
+                f32s = self.to_f32_vec();
+                bytemuck::cast_slice(&f32s)
+            }
+            DType::F16 => {
+                f16s = self.to_f16_vec();
+                bytemuck::cast_slice(&f16s)
+            }
+            DType::BF16 => {
+                bf16s = self.to_bf16_vec();
+                bytemuck::cast_slice(&bf16s)
+            }
+        };
+        f(&TensorView { dtype, bytes, ..*self })
     }
 }
 

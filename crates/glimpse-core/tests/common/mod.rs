@@ -9,8 +9,12 @@ use glimpse_core::engine::RgbImage;
 use glimpse_core::{ContentPart, Message};
 use serde_json::Value;
 
+/// The fixtures in this checkout, or under `GLIMPSE_FIXTURES` when set: the GPU checks
+/// run as prebuilt binaries on machines where this checkout's path does not exist.
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures")
+    std::env::var_os("GLIMPSE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures"))
 }
 
 /// Golden outputs recorded from transformers for one fixture model.

@@ -6,17 +6,20 @@ mod ops;
 mod product;
 mod simd;
 mod tensor;
+mod windows;
 
 pub use tensor::{CpuTensor, CpuWeight};
 
-use crate::backend::{AttentionParams, Backend};
+use crate::backend::{AttentionParams, Backend, MergeSource};
 use crate::error::{Error, Result};
 use crate::model::config::Activation;
-use crate::model::weights::TensorView;
+use crate::model::weights::{DType, TensorView};
 
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
     threads: usize,
+    /// Storage type weights are converted to on load; `None` keeps the checkpoint's.
+    weight_dtype: Option<DType>,
 }
 
 impl CpuBackend {
@@ -32,7 +35,17 @@ impl CpuBackend {
             .thread_name(|i| format!("glimpse-cpu-{i}"))
             .build()
             .map_err(|e| Error::internal(format!("cannot start {threads} CPU threads: {e}")))?;
-        Ok(CpuBackend { pool, threads })
+        Ok(CpuBackend {
+            pool,
+            threads,
+            weight_dtype: None,
+        })
+    }
+
+    /// Stores weights as `dtype` (`None`: as the checkpoint stores them).
+    pub fn with_weight_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.weight_dtype = dtype;
+        self
     }
 
     pub fn threads(&self) -> usize {
@@ -45,11 +58,14 @@ impl Backend for CpuBackend {
     type Weight = CpuWeight;
 
     fn description(&self) -> String {
-        format!("cpu ({} threads)", self.threads)
+        match self.weight_dtype {
+            None => format!("cpu ({} threads)", self.threads),
+            Some(d) => format!("cpu ({} threads, {} weights)", self.threads, d.name()),
+        }
     }
 
     fn load_weight(&self, view: &TensorView<'_>) -> Result<CpuWeight> {
-        CpuWeight::from_view(view)
+        view.with_storage(self.weight_dtype, CpuWeight::from_view)
     }
 
     fn weight_bytes(&self, weight: &CpuWeight) -> usize {
@@ -143,6 +159,21 @@ impl Backend for CpuBackend {
         out: &mut CpuTensor,
     ) {
         self.pool.install(|| attention::attention(q, k, v, n_keys, params, out));
+    }
+
+    fn window_similarity(&self, hidden: &CpuTensor, grid: usize, first_row: usize) -> Vec<f64> {
+        windows::window_similarity(hidden, grid, first_row)
+    }
+
+    fn window_merge(
+        &self,
+        hidden: &CpuTensor,
+        sources: &[MergeSource],
+        grid: usize,
+        first_row: usize,
+        out: &mut CpuTensor,
+    ) {
+        windows::window_merge(hidden, sources, grid, first_row, out);
     }
 
     fn attention_probs(

@@ -1,5 +1,6 @@
 //! Argument values whose meaning is fixed in the kernel sources.
 
+use crate::backend::MergeSource;
 use crate::model::config::Activation;
 
 /// The `act` argument of `activate` / `gated_activate` (the `ACT_*` codes of
@@ -21,4 +22,12 @@ pub fn merge_copy_row(row: usize) -> i32 {
 /// A `window_merge` source that writes the mean of window `window`'s members.
 pub fn merge_window_mean(window: usize) -> i32 {
     -1 - i32::try_from(window).expect("window_merge: window index beyond i32")
+}
+
+/// A `window_merge` source as the kernel reads it.
+pub fn merge_source(source: MergeSource) -> i32 {
+    match source {
+        MergeSource::Row(row) => merge_copy_row(row),
+        MergeSource::Window(window) => merge_window_mean(window),
+    }
 }

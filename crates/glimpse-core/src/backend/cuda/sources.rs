@@ -39,6 +39,11 @@ pub const FILES: &[KernelFile] = &[
         kernels: &["attention_probs_heads", "attention_probs_reduce"],
     },
     KernelFile {
+        name: "elementwise.cu",
+        source: include_str!("kernels/elementwise.cu"),
+        kernels: &["add", "add_bias", "round_to_f16", "round_to_bf16"],
+    },
+    KernelFile {
         name: "mustdrop.cu",
         source: include_str!("kernels/mustdrop.cu"),
         kernels: &["window_similarity", "window_merge"],

@@ -2,14 +2,12 @@
 //! tower's first layer, and the key-token set from the CLS attention of its key layer.
 
 use super::MergeOrder;
-use crate::backend::Backend;
+use crate::backend::{window_patches, Backend, MergeSource, MERGE_WINDOW as WINDOW};
 use crate::error::{Error, Result};
 use crate::reduce::rank::top_k;
 use crate::reduce::stages::EncoderReducer;
 use crate::reduce::VisionToken;
 
-/// Window side, in patches.
-const WINDOW: usize = 3;
 /// The layer whose output is merged (the first).
 const MERGE_AFTER_LAYER: usize = 0;
 
@@ -34,16 +32,16 @@ impl<B: Backend> EncoderReducer<B> for MustDropEncoder {
                  (use merge=off)"
             )));
         }
-        let (rows, dim) = b.shape(hidden);
+        let rows = b.shape(hidden).0;
         if rows != grid * grid + 1 || tokens.len() != grid * grid {
             return Err(Error::internal(
                 "mustdrop merge expects one row per patch after the CLS row",
             ));
         }
-        let host = b.download(hidden);
-        let patch = |p: usize| &host[(1 + p) * dim..(2 + p) * dim];
-        let windows = window_members(grid);
-        let similarity: Vec<f64> = windows.iter().map(|w| mean_pairwise_cosine(w, &patch)).collect();
+        // Similarities on the device; which windows merge, and in what order the rows
+        // come out, is decided here from them.
+        let similarity = b.window_similarity(hidden, grid, 1);
+        let windows: Vec<[usize; WINDOW * WINDOW]> = (0..similarity.len()).map(|w| window_patches(grid, w)).collect();
 
         // Merged windows, in the order the reference code emits them (descending
         // similarity, ties to the lower window id).
@@ -54,33 +52,27 @@ impl<B: Backend> EncoderReducer<B> for MustDropEncoder {
             windows[w].iter().for_each(|&p| in_merged[p] = true);
         }
 
-        // (patches, row data) of every output token.
-        let mut out: Vec<(Vec<u32>, Vec<f32>)> = merged
+        // (patches, source row) of every output token.
+        let mut out: Vec<(Vec<u32>, MergeSource)> = merged
             .iter()
-            .map(|&w| {
-                let mut mean = vec![0f32; dim];
-                for &p in &windows[w] {
-                    mean.iter_mut().zip(patch(p)).for_each(|(m, x)| *m += x);
-                }
-                mean.iter_mut().for_each(|m| *m /= windows[w].len() as f32);
-                (windows[w].iter().map(|&p| p as u32).collect(), mean)
-            })
+            .map(|&w| (windows[w].iter().map(|&p| p as u32).collect(), MergeSource::Window(w)))
             .collect();
         out.extend(
             (0..grid * grid)
                 .filter(|&p| !in_merged[p])
-                .map(|p| (vec![p as u32], patch(p).to_vec())),
+                .map(|p| (vec![p as u32], MergeSource::Row(1 + p))),
         );
         if self.order == MergeOrder::Raster {
             out.sort_by_key(|(patches, _)| patches[0]);
         }
 
-        let mut data = Vec::with_capacity((out.len() + 1) * dim);
-        data.extend_from_slice(&host[..dim]);
-        for (_, row) in &out {
-            data.extend_from_slice(row);
-        }
-        b.upload(&data, out.len() + 1, dim, hidden);
+        // CLS first, then one row per token.
+        let sources: Vec<MergeSource> = std::iter::once(MergeSource::Row(0))
+            .chain(out.iter().map(|(_, source)| *source))
+            .collect();
+        let mut next = b.new_tensor();
+        b.window_merge(hidden, &sources, grid, 1, &mut next);
+        *hidden = next;
         *tokens = out.into_iter().map(|(patches, _)| VisionToken { patches }).collect();
         Ok(similarity.into_iter().map(|s| s as f32).collect())
     }
@@ -94,40 +86,6 @@ impl<B: Backend> EncoderReducer<B> for MustDropEncoder {
         let count = ((self.key_rate * n as f64).ceil() as usize).min(n);
         Ok(top_k(cls_attention, count).into_iter().map(|i| i as u32).collect())
     }
-}
-
-/// Patch indices of each 3×3 window, windows and members in raster order.
-fn window_members(grid: usize) -> Vec<Vec<usize>> {
-    let per_side = grid / WINDOW;
-    (0..per_side * per_side)
-        .map(|w| {
-            let (gy, gx) = (w / per_side, w % per_side);
-            (0..WINDOW * WINDOW)
-                .map(|t| (gy * WINDOW + t / WINDOW) * grid + gx * WINDOW + t % WINDOW)
-                .collect()
-        })
-        .collect()
-}
-
-/// Mean cosine similarity over the ordered pairs of distinct members.
-fn mean_pairwise_cosine<'a>(members: &[usize], row: &impl Fn(usize) -> &'a [f32]) -> f64 {
-    let unit: Vec<Vec<f64>> = members
-        .iter()
-        .map(|&p| {
-            let r = row(p);
-            let norm = r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-            r.iter().map(|&x| x as f64 / norm).collect()
-        })
-        .collect();
-    let mut sum = 0.0;
-    for a in 0..unit.len() {
-        for c in 0..unit.len() {
-            if a != c {
-                sum += unit[a].iter().zip(&unit[c]).map(|(x, y)| x * y).sum::<f64>();
-            }
-        }
-    }
-    sum / (unit.len() * (unit.len() - 1)) as f64
 }
 
 #[cfg(test)]
@@ -145,10 +103,8 @@ mod tests {
 
     #[test]
     fn windows_cover_the_grid_in_raster_order() {
-        let w = window_members(6);
-        assert_eq!(w.len(), 4);
-        assert_eq!(w[0], vec![0, 1, 2, 6, 7, 8, 12, 13, 14]);
-        assert_eq!(w[3], vec![21, 22, 23, 27, 28, 29, 33, 34, 35]);
+        assert_eq!(window_patches(6, 0), [0, 1, 2, 6, 7, 8, 12, 13, 14]);
+        assert_eq!(window_patches(6, 3), [21, 22, 23, 27, 28, 29, 33, 34, 35]);
     }
 
     /// A 6×6 grid whose top-left window is nine copies of one direction (similarity 1)

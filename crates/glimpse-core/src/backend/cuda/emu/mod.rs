@@ -10,6 +10,7 @@ use bytemuck::Pod;
 
 use super::launch::LaunchConfig;
 
+mod device;
 mod tests;
 
 extern "C" {
@@ -103,6 +104,33 @@ impl<T: Pod> Guarded for DeviceBuffer<T> {
     }
 }
 
+/// Runs kernel `kernel` on the emulator with one 8-byte argument slot per parameter (the
+/// layout `cuLaunchKernel` reads); Err holds the emulator's message.
+pub(crate) fn launch_slots(kernel: &str, config: &LaunchConfig, slots: &mut [u64]) -> Result<(), String> {
+    let name = CString::new(kernel).expect("kernel name");
+    let mut pointers: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+    let mut error = [0 as c_char; 512];
+    // SAFETY: `pointers` holds one pointer per kernel parameter to a live 8-byte slot;
+    // pointer parameters hold addresses of live emulated device memory (the caller's
+    // contract); grid and block are 3 elements; `error` is writable for its length.
+    let status = unsafe {
+        glimpse_emu_launch(
+            name.as_ptr(),
+            config.grid.as_ptr(),
+            config.block.as_ptr(),
+            config.shared_bytes as usize,
+            pointers.as_mut_ptr(),
+            error.as_mut_ptr(),
+            error.len(),
+        )
+    };
+    if status != 0 {
+        // SAFETY: the launcher wrote a NUL-terminated message into `error`.
+        return Err(unsafe { CStr::from_ptr(error.as_ptr()) }.to_string_lossy().into_owned());
+    }
+    Ok(())
+}
+
 /// One kernel launch being assembled: arguments in the kernel's parameter order.
 pub(crate) struct Launch<'a> {
     kernel: &'a str,
@@ -141,27 +169,7 @@ impl<'a> Launch<'a> {
     /// Runs the launch; Err holds the emulator's message (a barrier some threads never
     /// reach, say).
     pub fn try_run(mut self, config: &LaunchConfig) -> Result<(), String> {
-        let name = CString::new(self.kernel).expect("kernel name");
-        let mut pointers: Vec<*mut c_void> = self.slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
-        let mut error = [0 as c_char; 512];
-        // SAFETY: `pointers` holds one pointer per kernel parameter to a live 8-byte slot;
-        // buffer parameters point into live DeviceBuffers borrowed for 'a; grid and block
-        // are 3 elements; `error` is writable for its length.
-        let status = unsafe {
-            glimpse_emu_launch(
-                name.as_ptr(),
-                config.grid.as_ptr(),
-                config.block.as_ptr(),
-                config.shared_bytes as usize,
-                pointers.as_mut_ptr(),
-                error.as_mut_ptr(),
-                error.len(),
-            )
-        };
-        if status != 0 {
-            // SAFETY: the launcher wrote a NUL-terminated message into `error`.
-            return Err(unsafe { CStr::from_ptr(error.as_ptr()) }.to_string_lossy().into_owned());
-        }
+        launch_slots(self.kernel, config, &mut self.slots)?;
         for (arg, buffer) in &self.buffers {
             assert!(
                 buffer.guards_intact(),

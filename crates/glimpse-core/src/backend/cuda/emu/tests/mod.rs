@@ -3,10 +3,13 @@
 //! Shapes include ragged edges: widths that are not multiples of a warp, a block or a
 //! tile, more columns than threads, partial key tiles and splits.
 
+mod arith;
 mod attention;
 mod attention_probs;
+mod backend;
 mod elementwise;
 mod emulator;
+mod model;
 mod mustdrop;
 mod norms;
 mod rows;

@@ -1,0 +1,153 @@
+//! The whole engine on the emulated GPU against the CPU backend: every fixture model's
+//! logits and greedy tokens, and every reduction fixture's decisions, with the checks of
+//! `parity` that tests/gpu_parity.rs applies to a real GPU. Here the device backend's
+//! host code meets the real model: prompts with images, stage-1 merging, filters between
+//! layers, cache compaction and decode-time admission.
+
+#[path = "../../../../../tests/common/mod.rs"]
+mod common;
+
+use std::sync::atomic::AtomicBool;
+
+use common::Expected;
+
+use crate::backend::cuda::emu::device::EmuDevice;
+use crate::backend::cuda::GpuBackend;
+use crate::engine::{Checkpoint, Engine, GenerateRequest, LoadOptions};
+use crate::generate::SamplingParams;
+use crate::model::config::LlavaConfig;
+use crate::model::weights::{DType, Weights};
+use crate::parity::{differences, Run, Tolerance};
+use crate::placement::{DeviceChoice, OnDevice};
+use crate::reduce::ReduceSpec;
+
+type Emulated = OnDevice<GpuBackend<EmuDevice>>;
+
+/// f32 weights: only the summation order differs from the CPU backend.
+const LOGITS_F32: Tolerance = Tolerance { logits: Some(1e-4) };
+
+fn cpu_engine(expected: &Expected, dtype: Option<DType>) -> Engine {
+    let options = LoadOptions {
+        threads: Some(2),
+        device: DeviceChoice::Cpu,
+        dtype,
+        ..Default::default()
+    };
+    Engine::load(&expected.model_dir(), options).expect("fixture loads on the CPU")
+}
+
+fn emulated(expected: &Expected, dtype: Option<DType>) -> Emulated {
+    let dir = expected.model_dir();
+    let weights = Weights::open(&dir).unwrap();
+    let checkpoint = Checkpoint {
+        dir: &dir,
+        config: LlavaConfig::from_dir(&dir).unwrap(),
+        weights: &weights,
+        tower_weights: None,
+    };
+    checkpoint
+        .load(GpuBackend::new(EmuDevice::new(4), dtype), dtype)
+        .expect("fixture loads on the emulated GPU")
+}
+
+fn request(expected: &Expected, spec: &str, max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        messages: expected.messages(),
+        images: expected.images(),
+        sampling: SamplingParams::default(),
+        max_tokens,
+        stop: vec![],
+        ignore_eos: true,
+        reduce: ReduceSpec::parse(spec).unwrap(),
+    }
+}
+
+fn on_cpu(engine: &Engine, request: &GenerateRequest) -> Run {
+    Run {
+        logits: engine.next_token_logits(request).unwrap(),
+        output: engine.generate(request, &AtomicBool::new(false), &mut |_| {}).unwrap(),
+    }
+}
+
+fn on_emulator(engine: &Engine, device: &Emulated, request: &GenerateRequest) -> Run {
+    Run {
+        logits: engine.next_token_logits_on(device, request).unwrap(),
+        output: engine
+            .generate_on(device, request, &AtomicBool::new(false), &mut |_| {})
+            .unwrap(),
+    }
+}
+
+fn assert_agree(name: &str, cpu: &Run, gpu: &Run, tolerance: Tolerance) {
+    let found = differences(cpu, gpu, tolerance);
+    assert!(found.is_empty(), "{name}:\n{}", found.join("\n"));
+}
+
+#[test]
+fn fixture_models_agree_with_the_cpu_backend() {
+    for name in [
+        "tiny-llava-mha",
+        "tiny-llava-gqa",
+        "tiny-llava-two-images",
+        "tiny-llava-bf16",
+    ] {
+        let expected = Expected::load(name);
+        // f32 on the device (a bf16 fixture's weights widened exactly), as the CPU computes.
+        let engine = cpu_engine(&expected, None);
+        let device = emulated(&expected, Some(DType::F32));
+        let request = request(&expected, "none", 8);
+        let (cpu, gpu) = (on_cpu(&engine, &request), on_emulator(&engine, &device, &request));
+        assert_agree(name, &cpu, &gpu, LOGITS_F32);
+        assert!(
+            gpu.output.stats.backend.starts_with("cuda (emulated GPU"),
+            "{}",
+            gpu.output.stats.backend
+        );
+    }
+}
+
+/// One fixture per kind of decision (the emulator is slow; tests/gpu_parity.rs runs all
+/// of them on a GPU): stage-1 merging with prefill filtering and decode-time eviction,
+/// the reference order with compact positions, SparseVLM's recycling, FastV, and
+/// Dynamic-LLaVA's image predictor with decode-time admission.
+const REDUCTION_CASES: [&str; 5] = [
+    "reduce-mustdrop-evict",
+    "reduce-mustdrop-reference-compact",
+    "reduce-sparsevlm-reference",
+    "reduce-fastv",
+    "reduce-dynamic",
+];
+
+#[test]
+fn every_kind_of_reduction_keeps_the_same_tokens() {
+    let first = Expected::load(REDUCTION_CASES[0]);
+    let engine = cpu_engine(&first, None);
+    let device = emulated(&first, Some(DType::F32));
+    for name in REDUCTION_CASES {
+        let expected = Expected::load(name);
+        assert_eq!(
+            expected.model_dir(),
+            first.model_dir(),
+            "{name}: one model for every case"
+        );
+        let spec = expected.json["spec"].as_str().unwrap();
+        let tokens = expected.json["greedy_ids"].as_array().unwrap().len();
+        let request = request(&expected, spec, tokens);
+        let (cpu, gpu) = (on_cpu(&engine, &request), on_emulator(&engine, &device, &request));
+        assert_agree(name, &cpu, &gpu, LOGITS_F32);
+    }
+}
+
+/// Weights stored in 16 bits: the device also rounds each matrix input to 16 bits, the
+/// CPU does not, so only the greedy tokens are held equal.
+#[test]
+fn sixteen_bit_weights_give_the_same_greedy_tokens() {
+    let expected = Expected::load("tiny-llava-mha");
+    for dtype in [DType::F16, DType::BF16] {
+        let engine = cpu_engine(&expected, Some(dtype));
+        let device = emulated(&expected, Some(dtype));
+        let request = request(&expected, "none", 8);
+        let (cpu, gpu) = (on_cpu(&engine, &request), on_emulator(&engine, &device, &request));
+        assert_agree(&format!("{dtype:?}"), &cpu, &gpu, Tolerance { logits: None });
+    }
+}
