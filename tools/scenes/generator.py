@@ -19,6 +19,8 @@ PATCH = 14
 GRID = SIZE // PATCH
 # A patch takes an object's label when the object covers at least this share of its pixels.
 PATCH_COVER = 0.25
+# Above this share a patch is inside its object: one flat colour, which says nothing of the shape.
+PATCH_INSIDE = 0.9
 
 COLOURS = {
     "red": (215, 38, 38),
@@ -114,7 +116,8 @@ class Scene:
     def patch_labels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What each of the GRID x GRID patches shows, for the vision tower's training probe:
         colour class (0 none, 1.. in COLOURS order), shape class (0 none, 1.. SHAPES, then one
-        class per glyph), and whether an object's centre lies in the patch."""
+        class per glyph; -1 inside an object, where the patch cannot show its shape), and whether
+        an object's centre lies in the patch."""
         mask = Image.new("L", (SIZE, SIZE), 0)
         draw = ImageDraw.Draw(mask)
         for index, obj in enumerate(self.objects):
@@ -133,7 +136,9 @@ class Scene:
         centres = np.zeros(GRID * GRID, dtype=np.float32)
         for obj in self.objects:
             centres[int(obj.y) // PATCH * GRID + int(obj.x) // PATCH] = 1
-        return np.array(colour_of)[owner], np.array(shape_of)[owner], centres
+        shapes = np.array(shape_of)[owner]
+        shapes[counts.max(axis=1) > PATCH_INSIDE * PATCH * PATCH] = -1
+        return np.array(colour_of)[owner], shapes, centres
 
     def caption(self) -> str:
         """One sentence naming every object, left to right, then the glyph if any."""

@@ -103,15 +103,27 @@ def collate(examples, tokenizer, image_token_id: int, pad_id: int) -> dict[str, 
     }
 
 
-def forward_losses(model, probe, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """LM loss over answer tokens, the tower's probe loss, and the answer-token accuracy.
+def vision_features(model, pixel_values: torch.Tensor):
+    """The tower's output with hidden states: LLaVA reads the penultimate layer's patches."""
+    return model.model.vision_tower(pixel_values, output_hidden_states=True)
 
-    The same computation as LlavaForConditionalGeneration.forward, spelled out so the vision tower
-    runs once for both the projector and the probes.
+
+def tower_losses(model, probe, batch) -> tuple[torch.Tensor, dict[str, float]]:
+    vision = vision_features(model, batch["pixel_values"])
+    patches = vision.hidden_states[-2][:, 1:]
+    return probe.loss(patches, vision.pooler_output, batch), probe.accuracy(patches, vision.pooler_output, batch)
+
+
+def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """LM loss over answer tokens and the answer-token accuracy, with the (frozen) tower run
+    without gradients.
+
+    The same computation as LlavaForConditionalGeneration.forward, spelled out so the tower can
+    run outside autograd.
     """
     inner = model.model
-    vision = inner.vision_tower(batch["pixel_values"], output_hidden_states=True)
-    patches = vision.hidden_states[-2][:, 1:]
+    with torch.no_grad():
+        patches = vision_features(model, batch["pixel_values"]).hidden_states[-2][:, 1:]
     features = inner.multi_modal_projector(patches)
     embeds = inner.language_model.embed_tokens(batch["input_ids"])
     slots = (batch["input_ids"] == image_token_id).unsqueeze(-1)
@@ -122,8 +134,7 @@ def forward_losses(model, probe, batch, image_token_id: int) -> tuple[torch.Tens
     logits = model.lm_head(hidden[:, :-1][learned])
     lm_loss = F.cross_entropy(logits, targets[learned])
     accuracy = (logits.argmax(-1) == targets[learned]).float().mean()
-
-    return lm_loss, probe.loss(patches, vision.pooler_output, batch), accuracy
+    return lm_loss, accuracy
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
@@ -163,11 +174,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=3000, help="language-model steps")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=150)
-    parser.add_argument("--probe-weight", type=float, default=1.0)
+    parser.add_argument("--tower-steps", type=int, default=600, help="probe-only steps of the vision tower")
+    parser.add_argument("--tower-batch", type=int, default=32)
+    parser.add_argument("--tower-lr", type=float, default=3e-3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--log-every", type=int, default=25)
@@ -186,39 +199,70 @@ def main() -> None:
     model, probe = build(config, args.seed)
     model.to(args.device)
     probe.to(args.device)
-    parameters = list(model.parameters()) + list(probe.parameters())
     print(f"parameters: {sum(p.numel() for p in model.parameters()):,} (+{sum(p.numel() for p in probe.parameters()):,} probe)")
-    optimiser = torch.optim.AdamW(parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
-
     # Training scenes are numbered from a seed-derived base far from the evaluation set's.
     base = (args.seed + 1) * 10_000_000
     started = time.time()
-    for step in range(args.steps):
-        for group in optimiser.param_groups:
-            group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
-        examples = [training_example(base + step * args.batch + i) for i in range(args.batch)]
-        batch = {k: v.to(args.device) for k, v in collate(examples, tokenizer, image_token_id, pad_id).items()}
-        lm_loss, aux, accuracy = forward_losses(model, probe, batch, image_token_id)
-        loss = lm_loss + args.probe_weight * aux
+
+    def batch_of(first: int, size: int) -> dict[str, torch.Tensor]:
+        examples = [training_example(base + first + i) for i in range(size)]
+        return {k: v.to(args.device) for k, v in collate(examples, tokenizer, image_token_id, pad_id).items()}
+
+    def elapsed() -> str:
+        return f"{(time.time() - started) / 60:.1f} min"
+
+    # Phase 1: the vision tower alone, on the probe's dense targets. Without the language model in
+    # the loop a step is several times cheaper, and the language model later starts from features
+    # that already say which colour and shape each patch shows; trained jointly from scratch, the
+    # language model settles on answers guessed from the question before the image means anything.
+    tower = model.model.vision_tower
+    tower_parameters = list(tower.parameters()) + list(probe.parameters())
+    optimiser = torch.optim.AdamW(tower_parameters, lr=args.tower_lr, betas=(0.9, 0.98), weight_decay=0.05)
+    for step in range(args.tower_steps):
+        set_learning_rate(optimiser, learning_rate(step, args.tower_steps, args.tower_lr, args.warmup))
+        loss, accuracy = tower_losses(model, probe, batch_of(step * args.tower_batch, args.tower_batch))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        torch.nn.utils.clip_grad_norm_(tower_parameters, 1.0)
+        optimiser.step()
+        if step % args.log_every == 0 or step == args.tower_steps - 1:
+            scores = "  ".join(f"{k} {v:.3f}" for k, v in accuracy.items())
+            print(f"tower {step:5d}  probe {loss.item():.4f}  {scores}  {elapsed()}", flush=True)
+
+    # Phase 2: projector and language model on the conversations, the tower frozen.
+    tower.requires_grad_(False)
+    tower.eval()
+    language_parameters = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(language_parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
+    first_language_scene = args.tower_steps * args.tower_batch
+    for step in range(args.steps):
+        set_learning_rate(optimiser, learning_rate(step, args.steps, args.lr, args.warmup))
+        batch = batch_of(first_language_scene + step * args.batch, args.batch)
+        lm_loss, accuracy = language_losses(model, batch, image_token_id)
+        optimiser.zero_grad(set_to_none=True)
+        lm_loss.backward()
+        torch.nn.utils.clip_grad_norm_(language_parameters, 1.0)
         optimiser.step()
         if step % args.log_every == 0 or step == args.steps - 1:
-            elapsed = time.time() - started
             print(
-                f"step {step:5d}  lm {lm_loss.item():.4f}  aux {aux.item():.4f}  answer-token acc {accuracy.item():.3f}"
-                f"  lr {optimiser.param_groups[0]['lr']:.2e}  {elapsed / 60:.1f} min",
+                f"language {step:5d}  lm {lm_loss.item():.4f}  answer-token acc {accuracy.item():.3f}"
+                f"  lr {optimiser.param_groups[0]['lr']:.2e}  {elapsed()}",
                 flush=True,
             )
         if (step + 1) % args.save_every == 0 or step == args.steps - 1:
             note = {
                 "command": "python -m scenes.train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-                "steps_done": step + 1,
+                "tower_steps": args.tower_steps,
+                "language_steps_done": step + 1,
                 "minutes": round((time.time() - started) / 60, 1),
                 "last_lm_loss": round(lm_loss.item(), 4),
             }
             save(model, tokenizer, args.out, note)
+
+
+def set_learning_rate(optimiser, lr: float) -> None:
+    for group in optimiser.param_groups:
+        group["lr"] = lr
 
 
 if __name__ == "__main__":
