@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::generate::session::PreparedPrompt;
 use crate::generate::state::{initial_sequence, GenerationState};
-use crate::generate::{GenerationStats, Sampler, SamplingParams};
+use crate::generate::GenerationStats;
 use crate::model::config::LlavaConfig;
 use crate::model::llava::Llava;
 use crate::model::predictor::DynamicPredictors;
@@ -166,16 +166,14 @@ fn run_one<B: Backend>(backend: &B, model: &Llava<B>, spec: &ReduceSpec, options
     crate::generate::session::ensure_kv_fits(backend, model, prompt.ids.len(), options.decode_tokens)?;
     let mut state = GenerationState::new(backend, model, plan, prompt.ids.len() + options.decode_tokens);
     let started = Instant::now();
-    let mut logits = state.prefill(backend, model, &prompt)?;
+    state.prefill(backend, model, &prompt)?;
     stats.ms_prefill = ms_since(started);
 
-    let mut sampler = Sampler::new(SamplingParams::default())?;
-    let mut history = prompt.ids;
+    // Greedy, as a user's default run: on a device only the chosen id leaves it.
     let started = Instant::now();
     for _ in 0..options.decode_tokens {
-        let id = sampler.sample(&mut logits, &history);
-        history.push(id);
-        state.step(backend, &model.language, id, &mut logits)?;
+        let id = backend.argmax_row(state.logits(), 0);
+        state.step(backend, &model.language, id)?;
     }
     stats.ms_decode = ms_since(started);
     stats.prompt_tokens = unreduced_len;

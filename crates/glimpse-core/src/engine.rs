@@ -356,7 +356,8 @@ impl Engine {
         let (prompt, _) = self.prepare(d, request, &plan)?;
         session::ensure_kv_fits(&d.backend, &d.model, prompt.ids.len(), 0)?;
         let mut state = GenerationState::new(&d.backend, &d.model, plan, prompt.ids.len());
-        state.prefill(&d.backend, &d.model, &prompt)
+        state.prefill(&d.backend, &d.model, &prompt)?;
+        Ok(state.download_logits(&d.backend))
     }
 
     /// Tokenizes the conversation, checks it fits the context and encodes its images

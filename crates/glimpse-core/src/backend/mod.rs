@@ -81,6 +81,9 @@ pub trait Backend: Send + Sync + 'static {
     fn download(&self, t: &Self::Tensor) -> Vec<f32>;
     /// Copies one row into `out` (whose length must equal the row width).
     fn download_row(&self, t: &Self::Tensor, row: usize, out: &mut [f32]);
+    /// Index of the largest value of row `row`, by the rules of the greedy sampler
+    /// (`generate::sampler::greedy_choice`); on a device only the index comes back.
+    fn argmax_row(&self, t: &Self::Tensor, row: usize) -> u32;
 
     /// `out = x · wᵀ (+ bias)`, with `w` of shape `[out_features, in_features]`.
     fn linear(&self, x: &Self::Tensor, w: &Self::Weight, bias: Option<&Self::Weight>, out: &mut Self::Tensor);

@@ -37,8 +37,9 @@ struct Member<'m, 't, B: Backend> {
     index: usize,
     state: GenerationState<'m, B>,
     decoding: Decoding<'t>,
-    /// Logits for its next token.
-    logits: Vec<f32>,
+    /// Where its next token's logits are: its row of the last batched step's logits, or
+    /// (before the first step) its own state's.
+    batch_row: Option<usize>,
     stats: GenerationStats,
     n_prompt: usize,
 }
@@ -80,7 +81,11 @@ pub(crate) fn run<'m, B: Backend>(
             let next = if cancel.load(Ordering::Relaxed) {
                 Ok(Next::Finished(FinishReason::Cancelled))
             } else {
-                member.decoding.next(&mut member.logits, &mut noop)
+                let (logits, row) = match member.batch_row {
+                    Some(row) => (&work.scratch.logits, row),
+                    None => (member.state.logits(), 0),
+                };
+                member.decoding.next(b, logits, row, &mut noop)
             };
             match next {
                 Ok(Next::Feed(id)) => {
@@ -104,11 +109,13 @@ pub(crate) fn run<'m, B: Backend>(
             .map(|(member, &id)| Feed {
                 state: &mut member.state,
                 id,
-                logits: &mut member.logits,
             })
             .collect();
         let stepped = step(b, &model.language, &mut batch, &mut work);
         drop(batch);
+        for (row, member) in members.iter_mut().enumerate() {
+            member.batch_row = Some(row);
+        }
         if let Err(err) = stepped {
             // A failed step leaves every sequence in it half-fed: none can go on.
             for member in members.drain(..) {
@@ -144,13 +151,13 @@ fn start<'m, 't, B: Backend>(
     session::ensure_kv_fits(b, model, prompt.ids.len(), max_new)?;
     let mut state = GenerationState::new(b, model, plan, prompt.ids.len() + max_new);
     let started = Instant::now();
-    let logits = state.prefill(b, model, &prompt)?;
+    state.prefill(b, model, &prompt)?;
     stats.ms_prefill = started.elapsed().as_secs_f64() * 1e3;
     Ok(Member {
         index,
         state,
         decoding,
-        logits,
+        batch_row: None,
         stats,
         n_prompt,
     })
@@ -190,15 +197,15 @@ impl<B: Backend> BatchWork<B> {
     }
 }
 
-/// One sequence's part in a batched step: the token it is fed and where its next logits go.
+/// One sequence's part in a batched step: its state and the token it is fed.
 pub(super) struct Feed<'a, 'm, B: Backend> {
     pub state: &'a mut GenerationState<'m, B>,
     pub id: u32,
-    pub logits: &'a mut [f32],
 }
 
 /// [`GenerationState::step`] for several sequences at once: the same phases per sequence,
-/// with the layers run over the stacked rows.
+/// with the layers run over the stacked rows. Row `r` of `work`'s logits is then the next
+/// token's logits of `batch[r]`.
 pub(super) fn step<B: Backend>(
     b: &B,
     llama: &Llama<B>,
@@ -241,9 +248,6 @@ pub(super) fn step<B: Backend>(
         feed.state.end_step(b, token)?;
     }
     llama.logits_of_rows(b, &work.hidden, &mut work.scratch);
-    for (r, feed) in batch.iter_mut().enumerate() {
-        b.download_row(&work.scratch.logits, r, feed.logits);
-    }
     b.check()
 }
 
@@ -343,14 +347,14 @@ mod tests {
     /// The sequence alone through [`GenerationState::step`], fed its greedy tokens.
     fn alone(b: &CpuBackend, model: &Llava<CpuBackend>, case: Case) -> Trace {
         let (mut state, prompt) = begin(b, model, case);
-        let mut logits = vec![state.prefill(b, model, &prompt).unwrap()];
+        state.prefill(b, model, &prompt).unwrap();
+        let mut logits = vec![state.download_logits(b)];
         let mut fed = Vec::new();
         for _ in 0..case.steps {
             let id = argmax(logits.last().unwrap());
-            let mut next = vec![0f32; model.config.text.vocab_size];
-            state.step(b, &model.language, id, &mut next).unwrap();
+            state.step(b, &model.language, id).unwrap();
             fed.push(id);
-            logits.push(next);
+            logits.push(state.download_logits(b));
         }
         trace(state, fed, logits)
     }
@@ -362,27 +366,29 @@ mod tests {
         let mut logits = Vec::new();
         for &case in cases {
             let (mut state, prompt) = begin(b, model, case);
-            logits.push(vec![state.prefill(b, model, &prompt).unwrap()]);
+            state.prefill(b, model, &prompt).unwrap();
+            logits.push(vec![state.download_logits(b)]);
             states.push(state);
         }
         let mut fed: Vec<Vec<u32>> = cases.iter().map(|_| Vec::new()).collect();
         let mut work = BatchWork::new(b);
         let longest = cases.iter().map(|c| c.steps).max().unwrap_or(0);
         for t in 0..longest {
-            let mut next: Vec<Vec<f32>> = cases.iter().map(|_| vec![0f32; model.config.text.vocab_size]).collect();
             let mut batch = Vec::new();
-            for (r, (state, out)) in states.iter_mut().zip(&mut next).enumerate() {
+            let mut running = Vec::new();
+            for (r, state) in states.iter_mut().enumerate() {
                 if t < cases[r].steps {
                     let id = argmax(logits[r].last().unwrap());
                     fed[r].push(id);
-                    batch.push(Feed { state, id, logits: out });
+                    batch.push(Feed { state, id });
+                    running.push(r);
                 }
             }
             step(b, &model.language, &mut batch, &mut work).unwrap();
-            for (r, out) in next.into_iter().enumerate() {
-                if t < cases[r].steps {
-                    logits[r].push(out);
-                }
+            for (row, &r) in running.iter().enumerate() {
+                let mut next = vec![0f32; model.config.text.vocab_size];
+                b.download_row(&work.scratch.logits, row, &mut next);
+                logits[r].push(next);
             }
         }
         states

@@ -4,6 +4,7 @@
 //! whether or not it ran in a batch.
 
 use super::sampler::Sampler;
+use crate::backend::Backend;
 use crate::engine::{Event, FinishReason, GenerateRequest};
 use crate::error::Result;
 use crate::text::{IncrementalDetokenizer, StopMatcher, TextTokenizer};
@@ -11,6 +12,9 @@ use crate::text::{IncrementalDetokenizer, StopMatcher, TextTokenizer};
 /// One sequence's decoding: the tokens so far and everything that decides the next one.
 pub(crate) struct Decoding<'t> {
     sampler: Sampler,
+    /// The logits row, brought to the host only when the sampler needs more than the
+    /// greedy choice (reused every step).
+    logits: Vec<f32>,
     /// Prompt ids, then generated ids (what the repetition penalty looks at).
     history: Vec<u32>,
     generated: Vec<u32>,
@@ -48,6 +52,7 @@ impl<'t> Decoding<'t> {
     ) -> Result<Self> {
         Ok(Decoding {
             sampler: Sampler::new(request.sampling)?,
+            logits: Vec::new(),
             history: prompt_ids,
             generated: Vec::with_capacity(max_new),
             max_new,
@@ -59,13 +64,28 @@ impl<'t> Decoding<'t> {
         })
     }
 
-    /// Picks the next token from `logits` (which sampling may modify), streams its text,
-    /// and says whether the sequence goes on.
-    pub(crate) fn next(&mut self, logits: &mut [f32], on_event: &mut dyn FnMut(Event)) -> Result<Next> {
+    /// Picks the next token from row `row` of `logits`, streams its text, and says whether
+    /// the sequence goes on. Plain greedy decoding asks the backend for the row's largest
+    /// entry, so on a device only the token id crosses to the host; anything else reads
+    /// the row and samples here.
+    pub(crate) fn next<B: Backend>(
+        &mut self,
+        b: &B,
+        logits: &B::Tensor,
+        row: usize,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Next> {
         if self.generated.len() == self.max_new {
             return Ok(Next::Finished(FinishReason::Length));
         }
-        let id = self.sampler.sample(logits, &self.history);
+        let id = if self.sampler.params().is_plain_greedy() {
+            b.argmax_row(logits, row)
+        } else {
+            self.logits.resize(b.shape(logits).1, 0.0);
+            b.download_row(logits, row, &mut self.logits);
+            self.sampler.sample(&mut self.logits, &self.history)
+        };
+        b.check()?;
         if !self.ignore_eos && self.eos.contains(&id) {
             return Ok(Next::Finished(FinishReason::Eos));
         }

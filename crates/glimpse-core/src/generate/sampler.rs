@@ -55,6 +55,12 @@ impl SamplingParams {
     fn is_greedy(&self) -> bool {
         self.temperature == 0.0
     }
+
+    /// Greedy with nothing that rewrites the logits first: the token is the row's
+    /// [`greedy_choice`], which a device backend computes without sending the row over.
+    pub(crate) fn is_plain_greedy(&self) -> bool {
+        self.is_greedy() && self.repetition_penalty == 1.0
+    }
 }
 
 pub struct Sampler {
@@ -68,6 +74,10 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    pub(crate) fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
     /// Validates the settings (usage error on nonsense like top_p 1.5).
     pub fn new(params: SamplingParams) -> Result<Self> {
         params.validate()?;
@@ -94,7 +104,7 @@ impl Sampler {
             self.apply_repetition_penalty(logits, history);
         }
         if self.params.is_greedy() {
-            return argmax(logits);
+            return greedy_choice(logits);
         }
         self.sample_from_distribution(logits)
     }
@@ -130,7 +140,7 @@ impl Sampler {
         let max_logit = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         if !max_logit.is_finite() {
             // Every token is impossible, or one is infinitely likely: nothing to draw.
-            return argmax(logits);
+            return greedy_choice(logits);
         }
         let SamplingParams {
             temperature,
@@ -203,15 +213,18 @@ fn by_logit_descending(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
-/// Index of the largest logit; the lowest id wins a tie.
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
+/// Index of the largest logit; the lowest id wins a tie, NaN never wins, and a row with
+/// nothing above −∞ gives 0. The device backends' argmax kernel follows the same rules.
+pub(crate) fn greedy_choice(logits: &[f32]) -> u32 {
+    let mut best = None;
+    let mut best_logit = f32::NEG_INFINITY;
     for (i, &logit) in logits.iter().enumerate() {
-        if logit > logits[best] {
-            best = i;
+        if logit > best_logit {
+            best = Some(i);
+            best_logit = logit;
         }
     }
-    best as u32
+    best.unwrap_or(0) as u32
 }
 
 #[cfg(test)]
@@ -241,6 +254,13 @@ mod tests {
         let mut s = Sampler::new(SamplingParams::default()).unwrap();
         assert_eq!(s.sample(&mut LOGITS.to_vec(), &[]), 1);
         assert_eq!(s.sample(&mut [-3.0, -1.0, -2.0], &[]), 1);
+    }
+
+    #[test]
+    fn greedy_choice_skips_nan_even_in_front() {
+        assert_eq!(greedy_choice(&[f32::NAN, -2.0, 1.0, f32::NAN]), 2);
+        assert_eq!(greedy_choice(&[f32::NEG_INFINITY, f32::NAN, f32::NEG_INFINITY]), 0);
+        assert_eq!(greedy_choice(&[-1.0, f32::INFINITY, f32::INFINITY]), 1);
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub(crate) fn run<B: Backend>(
     let mut state = GenerationState::new(b, model, plan, prompt.ids.len() + max_new);
 
     let started = Instant::now();
-    let mut logits = state.prefill(b, model, &prompt)?;
+    state.prefill(b, model, &prompt)?;
     stats.ms_prefill = started.elapsed().as_secs_f64() * 1e3;
 
     let started = Instant::now();
@@ -55,8 +55,8 @@ pub(crate) fn run<B: Backend>(
         if cancel.load(Ordering::Relaxed) {
             break FinishReason::Cancelled;
         }
-        match decoding.next(&mut logits, on_event)? {
-            Next::Feed(id) => state.step(b, &model.language, id, &mut logits)?,
+        match decoding.next(b, state.logits(), 0, on_event)? {
+            Next::Feed(id) => state.step(b, &model.language, id)?,
             Next::Finished(reason) => break reason,
         }
     };

@@ -66,8 +66,9 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         }
     }
 
-    /// Runs the whole prompt through the model and returns the next token's logits.
-    pub(crate) fn prefill(&mut self, b: &B, model: &Llava<B>, prompt: &PreparedPrompt<B>) -> Result<Vec<f32>> {
+    /// Runs the whole prompt through the model; the next token's logits are then in
+    /// [`GenerationState::logits`].
+    pub(crate) fn prefill(&mut self, b: &B, model: &Llava<B>, prompt: &PreparedPrompt<B>) -> Result<()> {
         let llama = &model.language;
         let cfg = llama.config();
         let embeddings: Vec<&B::Tensor> = prompt.images.iter().map(|i| &i.embeddings).collect();
@@ -148,10 +149,18 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         self.kv_bytes_after_prefill = self.cache.bytes_in_use();
 
         llama.logits_of_last(b, &self.hidden, &mut self.scratch);
-        let mut logits = vec![0f32; cfg.vocab_size];
-        b.download_row(&self.scratch.logits, 0, &mut logits);
-        b.check()?;
-        Ok(logits)
+        b.check()
+    }
+
+    /// The next token's logits, `[1, vocab]`, as the last prefill or step left them (on the
+    /// backend: a device keeps them there unless the sampler needs the whole row).
+    pub(crate) fn logits(&self) -> &B::Tensor {
+        &self.scratch.logits
+    }
+
+    /// [`GenerationState::logits`] brought to the host.
+    pub(crate) fn download_logits(&self, b: &B) -> Vec<f32> {
+        b.download(&self.scratch.logits)
     }
 
     /// Rebuilds the rows (and hidden states) a filter let through, recording who left.
@@ -217,8 +226,9 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         next
     }
 
-    /// Feeds one generated token and writes the following token's logits.
-    pub(crate) fn step(&mut self, b: &B, llama: &Llama<B>, id: u32, logits: &mut [f32]) -> Result<()> {
+    /// Feeds one generated token; the following token's logits are then in
+    /// [`GenerationState::logits`].
+    pub(crate) fn step(&mut self, b: &B, llama: &Llama<B>, id: u32) -> Result<()> {
         let mut token = self.begin_step();
         llama.embed(b, &[id], &mut self.hidden);
         for i in 0..llama.n_layers() {
@@ -237,7 +247,6 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         }
         self.end_step(b, token)?;
         llama.logits_of_last(b, &self.hidden, &mut self.scratch);
-        b.download_row(&self.scratch.logits, 0, logits);
         b.check()
     }
 
@@ -491,11 +500,11 @@ mod admission_tests {
             images: Vec::new(),
         };
         let mut state = GenerationState::new(b, model, plan, 16);
-        let mut all = vec![state.prefill(b, model, &prompt).unwrap()];
+        state.prefill(b, model, &prompt).unwrap();
+        let mut all = vec![state.download_logits(b)];
         for id in [50, 51] {
-            let mut logits = vec![0f32; model.config.text.vocab_size];
-            state.step(b, &model.language, id, &mut logits).unwrap();
-            all.push(logits);
+            state.step(b, &model.language, id).unwrap();
+            all.push(state.download_logits(b));
         }
         all
     }
@@ -526,8 +535,7 @@ mod admission_tests {
         };
         let mut state = GenerationState::new(&b, &model, plan, 256);
         state.prefill(&b, &model, &prompt).unwrap();
-        let mut logits = vec![0f32; model.config.text.vocab_size];
-        state.step(&b, &model.language, 50, &mut logits).unwrap();
+        state.step(&b, &model.language, 50).unwrap();
         for (i, layer) in state.cache.layers.iter().enumerate() {
             assert!(layer.len < 2 + 144 + 3 + 1, "layer {i} dropped nothing");
             // Without renumbering, a row's position is its index in the unreduced prompt.

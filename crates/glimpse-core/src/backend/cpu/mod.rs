@@ -12,6 +12,7 @@ pub use tensor::{CpuTensor, CpuWeight};
 
 use crate::backend::{AttentionParams, Backend, MergeSource};
 use crate::error::{Error, Result};
+use crate::generate::sampler::greedy_choice;
 use crate::model::config::Activation;
 use crate::model::weights::{DType, TensorView};
 
@@ -92,6 +93,10 @@ impl Backend for CpuBackend {
 
     fn download_row(&self, t: &CpuTensor, row: usize, out: &mut [f32]) {
         out.copy_from_slice(t.row(row));
+    }
+
+    fn argmax_row(&self, t: &CpuTensor, row: usize) -> u32 {
+        greedy_choice(t.row(row))
     }
 
     fn linear(&self, x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuTensor) {

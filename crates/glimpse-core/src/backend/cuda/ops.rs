@@ -192,6 +192,21 @@ impl<D: Device> Backend for GpuBackend<D> {
         }
     }
 
+    fn argmax_row(&self, t: &GpuTensor<D>, row: usize) -> u32 {
+        assert!(row < t.rows, "argmax_row: row {row} of {}", t.rows);
+        let mut id = [0u32];
+        self.exec(|dev, work| {
+            let out = work.indices.reserve(dev, std::mem::size_of::<u32>())?;
+            Args::new(kernels::ARGMAX_ROWS)
+                .ptr(t.row_address(dev, row))
+                .ptr(out)
+                .i32(t.cols)
+                .launch(dev, launch::per_row(1, t.cols))?;
+            dev.read(out, bytemuck::cast_slice_mut(&mut id))
+        });
+        id[0]
+    }
+
     fn linear(&self, x: &GpuTensor<D>, w: &GpuWeight<D>, bias: Option<&GpuWeight<D>>, out: &mut GpuTensor<D>) {
         assert_eq!(
             x.cols, w.cols,

@@ -154,6 +154,33 @@ fn row_movement_matches_cpu() {
     g.check().unwrap();
 }
 
+/// The greedy pick on the device returns only the id, and the same id as the CPU backend
+/// (and so the sampler) for every row: plain values, ties, NaN in front, nothing finite, a
+/// row wider than a block.
+#[test]
+fn argmax_row_matches_cpu() {
+    let (b, g) = (cpu(), gpu());
+    let nan = f32::NAN;
+    let inf = f32::INFINITY;
+    let cols = 1500;
+    let mut rows: Vec<Vec<f32>> = vec![
+        (0..cols).map(|c| ((c * 37) % 101) as f32 * 0.25 - 9.0).collect(),
+        (0..cols).map(|c| if c % 500 == 7 { 4.0 } else { 1.0 }).collect(),
+        (0..cols).map(|c| if c == 0 { nan } else { (c % 13) as f32 }).collect(),
+        vec![-inf; cols],
+        vec![nan; cols],
+    ];
+    rows[0][cols - 1] = 100.0;
+    let flat = rows.concat();
+    let (t_cpu, t_gpu) = (tensor(&b, &flat, rows.len(), cols), on_gpu(&g, &flat, rows.len(), cols));
+    let want = [cols as u32 - 1, 7, 12, 0, 0];
+    for (r, &id) in want.iter().enumerate() {
+        assert_eq!(b.argmax_row(&t_cpu, r), id, "cpu, row {r}");
+        assert_eq!(g.argmax_row(&t_gpu, r), id, "gpu, row {r}");
+    }
+    g.check().unwrap();
+}
+
 #[test]
 fn elementwise_and_norm_ops_match_cpu() {
     let (b, g) = (cpu(), gpu());
