@@ -2,13 +2,11 @@
 
 The vision tower keeps LLaVA-1.5's geometry (336 px, patch 14: 576 image tokens, a CLS token, the
 penultimate layer's patch features), so token budgets such as 192 / 128 / 64 mean what they mean
-for LLaVA-1.5-7B. Everything else is small: a 4-layer, 64-wide tower, a 2-layer GELU projector, and
+for LLaVA-1.5-7B. Everything else is small: a 3-layer, 64-wide tower, a 2-layer GELU projector, and
 a 6-layer, 96-wide Llama with multi-query attention over a ~420-token vocabulary.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +25,8 @@ def llava_config(vocab_size: int, image_token_id: int, pad_token_id: int) -> Lla
     vision = CLIPVisionConfig(
         hidden_size=64,
         intermediate_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
+        num_hidden_layers=3,
+        num_attention_heads=2,
         image_size=IMAGE_SIZE,
         patch_size=PATCH,
         hidden_act="quick_gelu",
@@ -107,7 +105,6 @@ class SceneProbe(nn.Module):
         shapes = batch["patch_shapes"].reshape(-1)
         covered = shapes > 0
         colours = batch["patch_colours"].reshape(-1)
-        # Over outline patches only, like the loss.
         return {
             "colour": (self.patch_colour(flat).argmax(-1) == colours)[covered].float().mean().item(),
             "shape": (self.patch_shape(flat).argmax(-1) == shapes)[covered].float().mean().item(),
@@ -118,65 +115,5 @@ class SceneProbe(nn.Module):
 def build(config: LlavaConfig, seed: int) -> tuple[LlavaForConditionalGeneration, SceneProbe]:
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
-    embeddings = model.model.vision_tower.embeddings
-    with torch.no_grad():
-        embeddings.position_embedding.weight.copy_(grid_position_init(config.vision_config.hidden_size))
-        oriented_patch_filters(embeddings.patch_embedding.weight)
-        for layer in model.model.vision_tower.encoder.layers:
-            mimetic_attention_init(layer.self_attn)
     probe = SceneProbe(config.vision_config.hidden_size)
     return model, probe
-
-
-def oriented_patch_filters(weight: torch.Tensor, orientations: int = 8) -> None:
-    """Replaces the first patch-embedding filters with Gabor pairs (even and odd phase, one period
-    per patch, Gaussian window) at `orientations` angles, on luminance, and three with each colour
-    channel's mean; the rest keep their random start. Each keeps the norm of a random filter.
-
-    An outline's direction is what tells the shapes apart locally (a histogram of edge directions
-    alone separates them about half the time), and a from-scratch tower this small had found none
-    after thousands of scenes. Training may change these filters like any others.
-    """
-    channels, _, size, _ = weight.shape
-    norm = weight[orientations * 2 + 3 :].flatten(1).norm(dim=1).mean()
-    centre = (size - 1) / 2
-    ys, xs = torch.meshgrid(torch.arange(size) - centre, torch.arange(size) - centre, indexing="ij")
-    window = torch.exp(-(xs**2 + ys**2) / (2 * (size / 3) ** 2))
-    filters = []
-    for k in range(orientations):
-        angle = math.pi * k / orientations
-        phase = 2 * math.pi * (xs * math.cos(angle) + ys * math.sin(angle)) / size
-        filters += [torch.cos(phase) * window, torch.sin(phase) * window]
-    luminance = [f.expand(3, size, size) for f in filters]
-    colour = [torch.eye(3)[c].view(3, 1, 1).expand(3, size, size) for c in range(3)]
-    for index, f in enumerate(luminance + colour):
-        if index >= channels:
-            break
-        weight[index] = f / f.norm() * norm
-
-
-def mimetic_attention_init(attention: nn.Module, scale: float = 0.15) -> None:
-    """Starts each tower attention layer with keys equal to queries (so W_q W_k^T is positive
-    semi-definite) at a scale where attention is sharp: every patch then attends to patches like it,
-    in content and position, from the first step (Trockman & Kolter's mimetic initialisation). A
-    tower this small, started from uniform attention, learned no shape in hundreds of steps."""
-    attention.q_proj.weight.normal_(0.0, scale)
-    attention.k_proj.weight.copy_(attention.q_proj.weight + torch.randn_like(attention.q_proj.weight) * scale * 0.1)
-
-
-def grid_position_init(width: int) -> torch.Tensor:
-    """Starting values for the tower's learned position embeddings: 2-D sine/cosine codes of each
-    patch's row and column (half the width each), zero for CLS.
-
-    From random values a tower this small spends most of its training learning which patches are
-    neighbours; from these, attention can find an object's other patches from the first step,
-    which is what telling a square from a circle needs.
-    """
-    grid = IMAGE_SIZE // PATCH
-    quarter = width // 4
-    frequencies = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
-    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
-    angles_row = rows.reshape(-1, 1) * frequencies
-    angles_col = cols.reshape(-1, 1) * frequencies
-    codes = torch.cat([angles_row.sin(), angles_row.cos(), angles_col.sin(), angles_col.cos()], dim=1)
-    return torch.cat([torch.zeros(1, width), codes], dim=0)

@@ -103,6 +103,23 @@ def collate(examples, tokenizer, image_token_id: int, pad_id: int) -> dict[str, 
     }
 
 
+class SceneBatches(torch.utils.data.Dataset):
+    """Batch `i` of a training phase: scenes `first + i * size` onward, collated. A dataset so that
+    worker processes can draw and render scenes while the model trains (on a GPU, rendering on one
+    core would be the bottleneck); batch `i` is the same whichever process makes it."""
+
+    def __init__(self, first: int, size: int, steps: int, tokenizer, image_token_id: int, pad_id: int):
+        self.first, self.size, self.steps = first, size, steps
+        self.tokenizer, self.image_token_id, self.pad_id = tokenizer, image_token_id, pad_id
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        examples = [training_example(self.first + index * self.size + i) for i in range(self.size)]
+        return collate(examples, self.tokenizer, self.image_token_id, self.pad_id)
+
+
 def vision_features(model, pixel_values: torch.Tensor):
     """The tower's output with hidden states: LLaVA reads the penultimate layer's patches."""
     return model.model.vision_tower(pixel_values, output_hidden_states=True)
@@ -183,6 +200,9 @@ def main() -> None:
     parser.add_argument("--tower-lr", type=float, default=3e-3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="processes drawing and rendering scenes (0: the training process itself)"
+    )
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--save-every", type=int, default=500)
     args = parser.parse_args()
@@ -204,9 +224,10 @@ def main() -> None:
     base = (args.seed + 1) * 10_000_000
     started = time.time()
 
-    def batch_of(first: int, size: int) -> dict[str, torch.Tensor]:
-        examples = [training_example(base + first + i) for i in range(size)]
-        return {k: v.to(args.device) for k, v in collate(examples, tokenizer, image_token_id, pad_id).items()}
+    def batches(first_scene: int, size: int, steps: int):
+        scenes = SceneBatches(base + first_scene, size, steps, tokenizer, image_token_id, pad_id)
+        loader = torch.utils.data.DataLoader(scenes, batch_size=None, num_workers=args.workers)
+        return ({k: v.to(args.device) for k, v in batch.items()} for batch in loader)
 
     def elapsed() -> str:
         return f"{(time.time() - started) / 60:.1f} min"
@@ -218,9 +239,9 @@ def main() -> None:
     tower = model.model.vision_tower
     tower_parameters = list(tower.parameters()) + list(probe.parameters())
     optimiser = torch.optim.AdamW(tower_parameters, lr=args.tower_lr, betas=(0.9, 0.98), weight_decay=0.05)
-    for step in range(args.tower_steps):
+    for step, batch in enumerate(batches(0, args.tower_batch, args.tower_steps)):
         set_learning_rate(optimiser, learning_rate(step, args.tower_steps, args.tower_lr, args.warmup))
-        loss, accuracy = tower_losses(model, probe, batch_of(step * args.tower_batch, args.tower_batch))
+        loss, accuracy = tower_losses(model, probe, batch)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tower_parameters, 1.0)
@@ -235,9 +256,8 @@ def main() -> None:
     language_parameters = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(language_parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
     first_language_scene = args.tower_steps * args.tower_batch
-    for step in range(args.steps):
+    for step, batch in enumerate(batches(first_language_scene, args.batch, args.steps)):
         set_learning_rate(optimiser, learning_rate(step, args.steps, args.lr, args.warmup))
-        batch = batch_of(first_language_scene + step * args.batch, args.batch)
         lm_loss, accuracy = language_losses(model, batch, image_token_id)
         optimiser.zero_grad(set_to_none=True)
         lm_loss.backward()
