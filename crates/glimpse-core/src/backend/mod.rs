@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::error::Result;
+use crate::generate::SamplingParams;
 use crate::model::config::Activation;
 use crate::model::weights::TensorView;
 
@@ -84,6 +85,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Index of the largest value of row `row`, by the rules of the greedy sampler
     /// (`generate::sampler::greedy_choice`); on a device only the index comes back.
     fn argmax_row(&self, t: &Self::Tensor, row: usize) -> u32;
+    /// A token drawn from row `row` with `params`' temperature, top-k and top-p, given the
+    /// uniform number `u` in [0, 1), by the rules of `generate::sampler::draw`; on a device
+    /// only the token id comes back. `params.temperature` must be above 0.
+    fn sample_row(&self, t: &Self::Tensor, row: usize, params: &SamplingParams, u: f64) -> u32;
 
     /// `out = x · wᵀ (+ bias)`, with `w` of shape `[out_features, in_features]`.
     fn linear(&self, x: &Self::Tensor, w: &Self::Weight, bias: Option<&Self::Weight>, out: &mut Self::Tensor);

@@ -65,9 +65,10 @@ impl<'t> Decoding<'t> {
     }
 
     /// Picks the next token from row `row` of `logits`, streams its text, and says whether
-    /// the sequence goes on. Plain greedy decoding asks the backend for the row's largest
-    /// entry, so on a device only the token id crosses to the host; anything else reads
-    /// the row and samples here.
+    /// the sequence goes on. The backend picks it (greedy, or a draw with the sampler's next
+    /// uniform number), so on a device only the token id crosses to the host; only the
+    /// repetition penalty, which rewrites the logits from the history first, reads the row
+    /// and samples here.
     pub(crate) fn next<B: Backend>(
         &mut self,
         b: &B,
@@ -78,12 +79,16 @@ impl<'t> Decoding<'t> {
         if self.generated.len() == self.max_new {
             return Ok(Next::Finished(FinishReason::Length));
         }
-        let id = if self.sampler.params().is_plain_greedy() {
-            b.argmax_row(logits, row)
-        } else {
+        let params = *self.sampler.params();
+        let id = if params.repetition_penalty != 1.0 {
             self.logits.resize(b.shape(logits).1, 0.0);
             b.download_row(logits, row, &mut self.logits);
             self.sampler.sample(&mut self.logits, &self.history)
+        } else if params.is_greedy() {
+            b.argmax_row(logits, row)
+        } else {
+            let u = self.sampler.next_uniform();
+            b.sample_row(logits, row, &params, u)
         };
         b.check()?;
         if !self.ignore_eos && self.eos.contains(&id) {

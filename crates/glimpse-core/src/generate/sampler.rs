@@ -52,14 +52,8 @@ impl SamplingParams {
         Ok(())
     }
 
-    fn is_greedy(&self) -> bool {
+    pub(crate) fn is_greedy(&self) -> bool {
         self.temperature == 0.0
-    }
-
-    /// Greedy with nothing that rewrites the logits first: the token is the row's
-    /// [`greedy_choice`], which a device backend computes without sending the row over.
-    pub(crate) fn is_plain_greedy(&self) -> bool {
-        self.is_greedy() && self.repetition_penalty == 1.0
     }
 }
 
@@ -136,76 +130,100 @@ impl Sampler {
         }
     }
 
+    /// The uniform number in [0, 1) of the next draw. A draw from the logits takes exactly
+    /// one, whichever backend makes it, so a seed gives the same stream on every backend.
+    pub(crate) fn next_uniform(&mut self) -> f64 {
+        self.rng.random::<f64>()
+    }
+
     fn sample_from_distribution(&mut self, logits: &[f32]) -> u32 {
-        let max_logit = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        if !max_logit.is_finite() {
-            // Every token is impossible, or one is infinitely likely: nothing to draw.
-            return greedy_choice(logits);
-        }
-        let SamplingParams {
-            temperature,
-            top_k,
-            top_p,
-            ..
-        } = self.params;
-
-        self.candidates.clear();
-        self.candidates
-            .extend(logits.iter().zip(0u32..).map(|(&logit, id)| (logit, id)));
-        if top_k > 0 && top_k < self.candidates.len() {
-            self.candidates.select_nth_unstable_by(top_k - 1, by_logit_descending);
-            self.candidates.truncate(top_k);
-        }
-        // Temperature does not change the order, so top-k above could use raw logits. From
-        // here on a candidate carries its unnormalised probability; subtracting the max
-        // first keeps a tiny temperature from overflowing.
-        for candidate in self.candidates.iter_mut() {
-            candidate.0 = ((candidate.0 - max_logit) / temperature).exp();
-        }
-        let total: f64 = self.candidates.iter().map(|&(weight, _)| f64::from(weight)).sum();
-        let total = if top_p < 1.0 {
-            self.keep_nucleus(total, f64::from(top_p))
-        } else {
-            total
-        };
-        self.draw(total)
+        let u = self.next_uniform();
+        draw(logits, &self.params, u, &mut self.candidates)
     }
+}
 
-    /// Keeps the smallest set of most likely candidates whose probability reaches `top_p`
-    /// (at least one); returns the kept total weight.
-    fn keep_nucleus(&mut self, total: f64, top_p: f64) -> f64 {
-        self.candidates.sort_unstable_by(by_logit_descending);
-        let mut kept_weight = 0.0;
-        let mut kept = 0;
-        for &(weight, _) in self.candidates.iter() {
-            kept_weight += f64::from(weight);
-            kept += 1;
-            if kept_weight >= top_p * total {
-                break;
-            }
-        }
-        self.candidates.truncate(kept);
-        kept_weight
+/// Draws a token from `logits` with `params`' temperature, top-k and top-p, given the
+/// uniform number `u` in [0, 1). NaN logits count as −∞.
+///
+/// The candidates are the top-k by logit (all tokens without top-k; ties go to the lower
+/// id), weighted by `exp((logit − max) / temperature)`; top-p keeps the smallest set of the
+/// most likely of them whose weight reaches `top_p` of theirs. The draw walks the kept
+/// candidates in id order, so the result depends only on which tokens are kept, never on
+/// how they were sorted: the device kernel (kernels/sample.cu) makes the same choice
+/// without sorting. `candidates` is scratch, reused between calls.
+pub(crate) fn draw(logits: &[f32], params: &SamplingParams, u: f64, candidates: &mut Vec<(f32, u32)>) -> u32 {
+    let read = |logit: f32| if logit.is_nan() { f32::NEG_INFINITY } else { logit };
+    let max_logit = logits.iter().map(|&l| read(l)).fold(f32::NEG_INFINITY, f32::max);
+    if !max_logit.is_finite() {
+        // Every token is impossible, or one is infinitely likely: nothing to draw.
+        return greedy_choice(logits);
     }
+    let SamplingParams {
+        temperature,
+        top_k,
+        top_p,
+        ..
+    } = *params;
 
-    /// Draws one candidate with probability proportional to its weight.
-    fn draw(&mut self, total: f64) -> u32 {
-        let target = self.rng.random::<f64>() * total;
-        let mut cumulative = 0.0;
-        for &(weight, id) in self.candidates.iter() {
-            cumulative += f64::from(weight);
-            if target < cumulative {
-                return id;
-            }
-        }
-        // Rounding can leave `target` a hair above the last sum: take the last token that
-        // had any weight.
-        self.candidates
-            .iter()
-            .rev()
-            .find(|&&(weight, _)| weight > 0.0)
-            .map_or(self.candidates[0].1, |&(_, id)| id)
+    candidates.clear();
+    candidates.extend(logits.iter().zip(0u32..).map(|(&logit, id)| (read(logit), id)));
+    let mut reordered = false;
+    if top_k > 0 && top_k < candidates.len() {
+        candidates.select_nth_unstable_by(top_k - 1, by_logit_descending);
+        candidates.truncate(top_k);
+        reordered = true;
     }
+    // Temperature does not change the order, so top-k above could use raw logits. From
+    // here on a candidate carries its unnormalised probability; subtracting the max
+    // first keeps a tiny temperature from overflowing.
+    for candidate in candidates.iter_mut() {
+        candidate.0 = ((candidate.0 - max_logit) / temperature).exp();
+    }
+    let mut total: f64 = candidates.iter().map(|&(weight, _)| f64::from(weight)).sum();
+    if top_p < 1.0 {
+        total = keep_nucleus(candidates, total, f64::from(top_p));
+        reordered = true;
+    }
+    if reordered {
+        candidates.sort_unstable_by_key(|&(_, id)| id);
+    }
+    draw_in_order(candidates, u * total)
+}
+
+/// Keeps the smallest set of most likely candidates whose weight reaches `top_p` of
+/// `total` (at least one); returns the kept total weight.
+fn keep_nucleus(candidates: &mut Vec<(f32, u32)>, total: f64, top_p: f64) -> f64 {
+    // Weights fall as logits do, so the weight order is the logit order; ties by id.
+    candidates.sort_unstable_by(by_logit_descending);
+    let mut kept_weight = 0.0;
+    let mut kept = 0;
+    for &(weight, _) in candidates.iter() {
+        kept_weight += f64::from(weight);
+        kept += 1;
+        if kept_weight >= top_p * total {
+            break;
+        }
+    }
+    candidates.truncate(kept);
+    kept_weight
+}
+
+/// The first candidate, in their order, at which the running weight passes `target`.
+fn draw_in_order(candidates: &[(f32, u32)], target: f64) -> u32 {
+    let mut cumulative = 0.0;
+    for &(weight, id) in candidates {
+        cumulative += f64::from(weight);
+        if target < cumulative {
+            return id;
+        }
+    }
+    // Rounding can leave `target` a hair above the last sum: take the last token that
+    // had any weight.
+    candidates
+        .iter()
+        .rev()
+        .find(|&&(weight, _)| weight > 0.0)
+        .map_or(candidates[0].1, |&(_, id)| id)
 }
 
 /// Descending by value, ties broken by the lower id so results never depend on sort order.

@@ -12,7 +12,7 @@ pub use tensor::{CpuTensor, CpuWeight};
 
 use crate::backend::{AttentionParams, Backend, MergeSource};
 use crate::error::{Error, Result};
-use crate::generate::sampler::greedy_choice;
+use crate::generate::sampler::{draw, greedy_choice, SamplingParams};
 use crate::model::config::Activation;
 use crate::model::weights::{DType, TensorView};
 
@@ -97,6 +97,10 @@ impl Backend for CpuBackend {
 
     fn argmax_row(&self, t: &CpuTensor, row: usize) -> u32 {
         greedy_choice(t.row(row))
+    }
+
+    fn sample_row(&self, t: &CpuTensor, row: usize, params: &SamplingParams, u: f64) -> u32 {
+        draw(t.row(row), params, u, &mut Vec::new())
     }
 
     fn linear(&self, x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuTensor) {

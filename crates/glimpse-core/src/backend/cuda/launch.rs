@@ -87,6 +87,15 @@ pub fn per_row(rows: usize, cols: usize) -> LaunchConfig {
     LaunchConfig::new([rows, 1, 1], warps_for(cols, ROW_MAX_THREADS), 0)
 }
 
+/// The most threads `sample_row` may use: its per-thread scratch is sized for them
+/// (`SAMPLE_MAX_THREADS` in kernels/sample.cu).
+const SAMPLE_MAX_THREADS: u32 = 256;
+
+/// `sample_row`: one block for the row, each thread owning a contiguous run of ids.
+pub fn sample_row(cols: usize) -> LaunchConfig {
+    LaunchConfig::new([1, 1, 1], warps_for(cols, ROW_MAX_THREADS.min(SAMPLE_MAX_THREADS)), 0)
+}
+
 /// `rope`: one block per row, one thread per (head, rotated pair).
 pub fn rope(rows: usize, n_heads: usize, head_dim: usize) -> LaunchConfig {
     assert!(head_dim.is_multiple_of(2), "rope: odd head_dim {head_dim}");
@@ -245,6 +254,12 @@ mod tests {
         // 32 heads × 64 pairs = 2048 pairs, 256 threads.
         assert_eq!(rope(3, 32, 128).block, [256, 1, 1]);
         assert_eq!(rope(3, 2, 8).block, [32, 1, 1]);
+        // A 32,000-token vocabulary: 256 threads of 125 ids each; never more threads
+        // than the kernel has scratch for.
+        assert_eq!(sample_row(32_000).block, [256, 1, 1]);
+        assert_eq!(sample_row(32_000).grid, [1, 1, 1]);
+        assert_eq!(sample_row(40).block, [64, 1, 1]);
+        assert!(sample_row(1 << 20).block[0] <= SAMPLE_MAX_THREADS);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::tensor::{GpuTensor, GpuWeight, Scratch};
 use crate::backend::cuda::abi::{activation_code, merge_source};
 use crate::backend::{AttentionParams, Backend, MergeSource, MERGE_WINDOW};
 use crate::error::{Error, Result};
+use crate::generate::SamplingParams;
 use crate::model::config::Activation;
 use crate::model::weights::{DType, TensorView};
 
@@ -202,6 +203,30 @@ impl<D: Device> Backend for GpuBackend<D> {
                 .ptr(out)
                 .i32(t.cols)
                 .launch(dev, launch::per_row(1, t.cols))?;
+            dev.read(out, bytemuck::cast_slice_mut(&mut id))
+        });
+        id[0]
+    }
+
+    fn sample_row(&self, t: &GpuTensor<D>, row: usize, params: &SamplingParams, u: f64) -> u32 {
+        assert!(row < t.rows, "sample_row: row {row} of {}", t.rows);
+        // Top-k over the whole vocabulary or more is no top-k.
+        let top_k = if params.top_k < t.cols { params.top_k } else { 0 };
+        let mut id = [0u32];
+        self.exec(|dev, work| {
+            // The uniform number in, the token id out, side by side in one small buffer.
+            let uniform = work.indices.reserve(dev, 16)?;
+            dev.write(uniform, &u.to_ne_bytes())?;
+            let out = uniform + 8;
+            Args::new(kernels::SAMPLE_ROW)
+                .ptr(t.row_address(dev, row))
+                .ptr(out)
+                .ptr(uniform)
+                .i32(t.cols)
+                .f32(params.temperature)
+                .i32(top_k)
+                .f32(params.top_p)
+                .launch(dev, launch::sample_row(t.cols))?;
             dev.read(out, bytemuck::cast_slice_mut(&mut id))
         });
         id[0]

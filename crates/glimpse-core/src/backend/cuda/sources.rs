@@ -77,6 +77,11 @@ pub const FILES: &[KernelFile] = &[
         ],
     },
     KernelFile {
+        name: "sample.cu",
+        source: include_str!("kernels/sample.cu"),
+        kernels: &["sample_row"],
+    },
+    KernelFile {
         name: "softmax.cu",
         source: include_str!("kernels/softmax.cu"),
         kernels: &["softmax_rows"],

@@ -6,6 +6,7 @@ use super::*;
 use crate::backend::cuda::emu::device::EmuDevice;
 use crate::backend::cuda::GpuBackend;
 use crate::backend::AttentionParams;
+use crate::generate::SamplingParams;
 use crate::model::config::Activation;
 
 type Gpu = GpuBackend<EmuDevice>;
@@ -177,6 +178,54 @@ fn argmax_row_matches_cpu() {
     for (r, &id) in want.iter().enumerate() {
         assert_eq!(b.argmax_row(&t_cpu, r), id, "cpu, row {r}");
         assert_eq!(g.argmax_row(&t_gpu, r), id, "gpu, row {r}");
+    }
+    g.check().unwrap();
+}
+
+/// A draw on the device picks the token the CPU sampler picks from the same row with the
+/// same uniform number, for temperatures, top-k (none, 1, ties at the cut, the whole
+/// vocabulary or more) and top-p (none, a tiny one, ties at the cut), on rows with many
+/// equal logits, NaN and −∞, both narrower and wider than a block.
+#[test]
+fn sample_row_matches_cpu() {
+    let (b, g) = (cpu(), gpu());
+    let mut rng = rng(71);
+    for cols in [97, 700] {
+        let mut rows: Vec<Vec<f32>> = vec![
+            random(&mut rng, cols, 4.0),
+            // Logits on a coarse grid: many ties, at the top-k and top-p cuts too.
+            random(&mut rng, cols, 3.0)
+                .iter()
+                .map(|v| (v * 2.0).round() / 2.0)
+                .collect(),
+        ];
+        let mut odd = random(&mut rng, cols, 2.0);
+        for c in (0..cols).step_by(3) {
+            odd[c] = if c % 2 == 0 { f32::NAN } else { f32::NEG_INFINITY };
+        }
+        rows.push(odd);
+        let flat = rows.concat();
+        let (t_cpu, t_gpu) = (tensor(&b, &flat, rows.len(), cols), on_gpu(&g, &flat, rows.len(), cols));
+        let uniforms: Vec<f64> = (0..6).map(|_| rng.random::<f64>()).chain([0.0, 1.0 - 1e-12]).collect();
+        for temperature in [0.6f32, 1.7] {
+            for top_k in [0, 1, 7, cols - 1, cols, cols + 5] {
+                for top_p in [1.0f32, 0.8, 1e-6] {
+                    let params = SamplingParams {
+                        temperature,
+                        top_k,
+                        top_p,
+                        ..Default::default()
+                    };
+                    for r in 0..rows.len() {
+                        for &u in &uniforms {
+                            let want = b.sample_row(&t_cpu, r, &params, u);
+                            let got = g.sample_row(&t_gpu, r, &params, u);
+                            assert_eq!(got, want, "cols {cols}, row {r}, {params:?}, u {u}");
+                        }
+                    }
+                }
+            }
+        }
     }
     g.check().unwrap();
 }

@@ -151,3 +151,32 @@ fn sixteen_bit_weights_give_the_same_greedy_tokens() {
         assert_agree(&format!("{dtype:?}"), &cpu, &gpu, Tolerance { logits: None });
     }
 }
+
+/// Sampling on the device: with the same seed, temperature, top-k and top-p, the device's
+/// draws (kernels/sample.cu, given the sampler's uniform numbers) pick the CPU's tokens,
+/// and they are real draws, not the greedy tokens.
+#[test]
+fn seeded_sampling_draws_the_same_tokens() {
+    let expected = Expected::load("tiny-llava-mha");
+    let engine = cpu_engine(&expected, None);
+    let device = emulated(&expected, Some(DType::F32));
+    let greedy = on_cpu(&engine, &request(&expected, "none", 12)).output.token_ids;
+    let mut sampled = Vec::new();
+    for (temperature, top_k, top_p) in [(1.3, 0, 1.0), (0.8, 12, 1.0), (1.0, 0, 0.9), (2.0, 40, 0.7)] {
+        let mut request = request(&expected, "none", 12);
+        request.sampling = SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            seed: 5,
+            ..Default::default()
+        };
+        let (cpu, gpu) = (on_cpu(&engine, &request), on_emulator(&engine, &device, &request));
+        assert_agree(&format!("{:?}", request.sampling), &cpu, &gpu, LOGITS_F32);
+        sampled.push(cpu.output.token_ids);
+    }
+    assert!(
+        sampled.iter().any(|ids| *ids != greedy),
+        "every setting drew the greedy tokens"
+    );
+}
