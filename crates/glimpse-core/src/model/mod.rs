@@ -1,5 +1,6 @@
 //! The LLaVA model: configuration, weights, preprocessing and the three networks.
 
+pub mod anyres;
 pub mod clip;
 pub mod config;
 pub mod llama;
