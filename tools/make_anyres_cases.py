@@ -1,16 +1,21 @@
-"""Goldens of LLaVA-NeXT's "anyres" geometry, from transformers' own functions.
+"""Goldens of LLaVA-NeXT's "anyres" preprocessing, from transformers' own code.
 
-    .venv/bin/python tools/make_anyres_cases.py      # writes test/fixtures/anyres/geometry.json
+    .venv/bin/python tools/make_anyres_cases.py      # writes test/fixtures/anyres/
 
-For image sizes of every aspect (tiny, huge, exact grid sizes, one pixel off them) and two grid
-lists (LLaVA-NeXT's and a small one for tiny test models), the grid of tiles the processor picks,
-the size it resizes the image to and the padding around it, the feature rows and columns the model
-keeps after unpadding, and the number of image tokens the processor puts in the prompt.
+geometry.json: for image sizes of every aspect (tiny, huge, exact grid sizes, one pixel off them)
+and two grid lists (LLaVA-NeXT's and a small one for tiny test models), the grid of tiles the
+processor picks, the size it resizes the image to and the padding around it, the feature rows and
+columns the model keeps after unpadding, and the number of image tokens the prompt holds.
+
+pixels.json and processor/: the PIL-backend LlavaNextImageProcessor (saved with save_pretrained,
+as a checkpoint ships it) on small synthetic images of several aspects with the small grid list:
+every tile's pixel values (base image first), little-endian float32 in base64.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import random
 from pathlib import Path
@@ -20,6 +25,7 @@ import numpy as np
 import torch
 from transformers.image_processing_utils import get_patch_output_size, select_best_resolution
 from transformers.image_utils import ChannelDimension
+from PIL import Image
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 from transformers.models.llava_next.modeling_llava_next import unpad_image
 from transformers.models.llava_next.processing_llava_next import LlavaNextProcessor
@@ -68,6 +74,33 @@ def case(size: tuple[int, int], pinpoints: list[list[int]], tile: int, patch: in
     }
 
 
+def pixel_cases(out: Path) -> None:
+    _, pinpoints, tile, _ = GRIDS[1]
+    processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": tile},
+        crop_size={"height": tile, "width": tile},
+        image_grid_pinpoints=pinpoints,
+    )
+    processor.save_pretrained(out / "processor")
+    processor = LlavaNextImageProcessorPil.from_pretrained(out / "processor")
+    rng = np.random.default_rng(7)
+    cases = []
+    for height, width in [(40, 61), (90, 20), (28, 28), (13, 100), (70, 70)]:
+        ys, xs = np.mgrid[0:height, 0:width]
+        gradient = np.stack([xs * 255 // max(width - 1, 1), ys * 255 // max(height - 1, 1), (xs + ys) % 256], -1)
+        pixels = np.clip(gradient + rng.normal(0, 30, (height, width, 3)), 0, 255).astype(np.uint8)
+        values = processor(images=Image.fromarray(pixels), return_tensors="np")["pixel_values"][0].astype("<f4")
+        cases.append(
+            {
+                "size": [height, width],
+                "rgb": base64.b64encode(pixels.tobytes()).decode("ascii"),
+                "tiles": values.shape[0],
+                "values": base64.b64encode(values.tobytes()).decode("ascii"),
+            }
+        )
+    (out / "pixels.json").write_text(json.dumps({"tile": tile, "cases": cases}, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent.parent / "test/fixtures/anyres")
@@ -79,6 +112,7 @@ def main() -> None:
         grids.append({"name": name, "pinpoints": pinpoints, "tile": tile, "patch": patch, "cases": cases})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "geometry.json").write_text(json.dumps({"grids": grids}, indent=1) + "\n")
+    pixel_cases(args.out)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ use serde_json::{Map, Value};
 
 use super::normalize::{Normalize, PixelMap};
 use super::resample::Filter;
-use super::{ImageProcessorConfig, Resize, ResizeTarget, Size, SquarePad};
+use super::{ImageProcessorConfig, Resize, ResizeTarget, Size, SquarePad, Tiling};
 use crate::error::{Error, Result};
+use crate::model::anyres;
 
 const PROCESSOR_FILE: &str = "processor_config.json";
 const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
@@ -24,14 +25,14 @@ const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
 const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 const DEFAULT_SIZE: usize = 224;
 
-pub fn read_dir(dir: &Path, pad: SquarePad) -> Result<ImageProcessorConfig> {
+pub fn read_dir(dir: &Path, pad: SquarePad, tiling: Tiling) -> Result<ImageProcessorConfig> {
     let processor_path = dir.join(PROCESSOR_FILE);
     if processor_path.is_file() {
         let root = read_json(&processor_path)?;
         match root.get("image_processor") {
             Some(Value::Object(settings)) => {
                 let source = format!("{} (\"image_processor\")", processor_path.display());
-                return from_settings(settings, &source, pad);
+                return from_settings(settings, &source, pad, tiling);
             }
             None | Some(Value::Null) => {}
             Some(_) => {
@@ -51,14 +52,14 @@ pub fn read_dir(dir: &Path, pad: SquarePad) -> Result<ImageProcessorConfig> {
     }
     let source = path.display().to_string();
     match read_json(&path)? {
-        Value::Object(settings) => from_settings(&settings, &source, pad),
+        Value::Object(settings) => from_settings(&settings, &source, pad, tiling),
         _ => Err(Error::model(format!("{source}: expected a JSON object"))),
     }
 }
 
-pub fn parse_text(text: &str, source: &str, pad: SquarePad) -> Result<ImageProcessorConfig> {
+pub fn parse_text(text: &str, source: &str, pad: SquarePad, tiling: Tiling) -> Result<ImageProcessorConfig> {
     match serde_json::from_str(text) {
-        Ok(Value::Object(settings)) => from_settings(&settings, source, pad),
+        Ok(Value::Object(settings)) => from_settings(&settings, source, pad, tiling),
         Ok(_) => Err(Error::model(format!("{source}: expected a JSON object"))),
         Err(e) => Err(Error::model(format!("{source}: invalid JSON: {e}"))),
     }
@@ -118,6 +119,23 @@ impl Settings<'_> {
             .filter(|&n| n >= 1 && n <= i32::MAX as u64)
             .map(|n| n as usize)
             .ok_or_else(|| self.invalid(key, "made of positive integers"))
+    }
+
+    /// `image_grid_pinpoints`: a non-empty list of `[height, width]` pairs.
+    fn pinpoints(&self, value: &Value) -> Result<Vec<anyres::Size>> {
+        let key = "image_grid_pinpoints";
+        let expected = "a non-empty list of [height, width] pairs";
+        let pairs = value
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| self.invalid(key, expected))?;
+        pairs
+            .iter()
+            .map(|pair| match pair.as_array().map(Vec::as_slice) {
+                Some([height, width]) => Ok(anyres::Size::new(self.length(key, height)?, self.length(key, width)?)),
+                _ => Err(self.invalid(key, expected)),
+            })
+            .collect()
     }
 
     /// `size`, `crop_size` or `pad_size`: an int, a `[height, width]` list, or a dict with
@@ -222,13 +240,22 @@ impl Settings<'_> {
     }
 }
 
-fn from_settings(map: &Map<String, Value>, source: &str, pad: SquarePad) -> Result<ImageProcessorConfig> {
+fn from_settings(
+    map: &Map<String, Value>,
+    source: &str,
+    pad: SquarePad,
+    tiling: Tiling,
+) -> Result<ImageProcessorConfig> {
     let settings = Settings { map, source };
-    if settings.get("image_grid_pinpoints").is_some() {
-        return Err(Error::model(format!(
-            "{source}: \"image_grid_pinpoints\" (any-resolution tiling) is not supported"
-        )));
-    }
+    let pinpoints = match (settings.get("image_grid_pinpoints"), tiling) {
+        (None, _) => None,
+        (Some(_), Tiling::Refuse) => {
+            return Err(Error::model(format!(
+                "{source}: \"image_grid_pinpoints\" (any-resolution tiling) is not supported"
+            )))
+        }
+        (Some(value), Tiling::Accept) => Some(settings.pinpoints(value)?),
+    };
     // `do_convert_rgb` is not read: the input is RGB already, so it never changes anything.
     let is_llava = settings.processor_type() == "LlavaImageProcessor";
     let image_mean = settings.channels("image_mean", CLIP_MEAN)?;
@@ -302,6 +329,7 @@ fn from_settings(map: &Map<String, Value>, source: &str, pad: SquarePad) -> Resu
         },
         pad_to,
         output,
+        pinpoints,
     })
 }
 

@@ -18,6 +18,7 @@ mod config;
 mod geometry;
 mod normalize;
 mod resample;
+mod tiles;
 
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::model::anyres;
 
 pub use self::geometry::ImageGeometry;
 use self::normalize::PixelMap;
@@ -92,27 +94,43 @@ pub struct ImageProcessorConfig {
     pad_to: Option<Size>,
     /// The size every preprocessed image has; the vision tower needs it fixed.
     output: Size,
+    /// LLaVA-NeXT's `image_grid_pinpoints`: the tile grids an image may be cut into.
+    pinpoints: Option<Vec<anyres::Size>>,
+}
+
+/// Whether a config may ask for any-resolution tiling (`image_grid_pinpoints`): only the
+/// LLaVA-NeXT path reads it; a single-tile model refuses such a processor when it loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tiling {
+    Refuse,
+    Accept,
 }
 
 impl ImageProcessorConfig {
     /// Reads preprocessor_config.json or processor_config.json.
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        config::read_dir(dir, SquarePad::AsConfigured)
+        config::read_dir(dir, SquarePad::AsConfigured, Tiling::Refuse)
+    }
+
+    /// A LLaVA-NeXT processor: like [`ImageProcessorConfig::from_dir`], and reads the tile
+    /// grids of `image_grid_pinpoints` (see [`ImageProcessorConfig::preprocess_tiles`]).
+    pub fn from_dir_tiled(dir: &Path) -> Result<Self> {
+        config::read_dir(dir, SquarePad::AsConfigured, Tiling::Accept)
     }
 
     /// Like [`ImageProcessorConfig::from_dir`], with the pad-to-square step chosen by `pad`.
     pub fn from_dir_with(dir: &Path, pad: SquarePad) -> Result<Self> {
-        config::read_dir(dir, pad)
+        config::read_dir(dir, pad, Tiling::Refuse)
     }
 
     /// Parses the text of a preprocessor_config.json; `source` names it in error messages.
     pub fn from_json_str(text: &str, source: &str) -> Result<Self> {
-        config::parse_text(text, source, SquarePad::AsConfigured)
+        config::parse_text(text, source, SquarePad::AsConfigured, Tiling::Refuse)
     }
 
     /// Like [`ImageProcessorConfig::from_json_str`], with the pad-to-square step chosen by `pad`.
     pub fn from_json_str_with(text: &str, source: &str, pad: SquarePad) -> Result<Self> {
-        config::parse_text(text, source, pad)
+        config::parse_text(text, source, pad, Tiling::Refuse)
     }
 
     /// (height, width) of the pixel tensor this config produces.

@@ -507,3 +507,67 @@ fn mean_colour_square_pad_makes_a_clip_processor_act_like_llavas() {
     assert_eq!(padded, parse(llava).unwrap());
     assert_eq!(parse(clip).unwrap().square_pad, None);
 }
+
+/// LLaVA-NeXT's tiles for images of several aspects (fixtures from
+/// tools/make_anyres_cases.py): the processor config as transformers saves it, the same
+/// number of tiles in the same order, every value within 1e-6 of transformers'.
+#[test]
+fn tiled_preprocessing_matches_transformers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/anyres");
+    let config = ImageProcessorConfig::from_dir_tiled(&dir.join("processor")).unwrap();
+    let goldens: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("pixels.json")).unwrap()).unwrap();
+    let tile = goldens["tile"].as_u64().unwrap() as usize;
+    assert_eq!(config.tile_side(), tile);
+    for case in goldens["cases"].as_array().unwrap() {
+        let (height, width) = (
+            case["size"][0].as_u64().unwrap() as u32,
+            case["size"][1].as_u64().unwrap() as u32,
+        );
+        let image = RgbImage {
+            width,
+            height,
+            data: base64_decode(case["rgb"].as_str().unwrap()),
+        };
+        let layout = config.tile_layout(&image, 14).unwrap();
+        let tiles = config.preprocess_tiles(&image, &layout).unwrap();
+        assert_eq!(
+            tiles.len() as u64,
+            case["tiles"].as_u64().unwrap(),
+            "{height}x{width}: tiles"
+        );
+        let expected: Vec<f32> = base64_decode(case["values"].as_str().unwrap())
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let actual: Vec<f32> = tiles.concat();
+        assert_eq!(actual.len(), expected.len(), "{height}x{width}: values");
+        for (i, (a, e)) in actual.iter().zip(&expected).enumerate() {
+            assert!(
+                (a - e).abs() <= 1e-6,
+                "{height}x{width}: value {i} (tile {}) is {a}, transformers gives {e}",
+                i / (3 * tile * tile)
+            );
+        }
+    }
+}
+
+#[test]
+fn pinpoints_are_read_only_where_tiling_is_accepted() {
+    let text = r#"{"image_grid_pinpoints": [[28, 56], [56, 28]], "crop_size": 28, "size": {"shortest_edge": 28}}"#;
+    let tiled = config::parse_text(text, "test", SquarePad::AsConfigured, Tiling::Accept).unwrap();
+    assert_eq!(
+        tiled.pinpoints(),
+        Some(&[anyres::Size::new(28, 56), anyres::Size::new(56, 28)][..])
+    );
+    let bad = r#"{"image_grid_pinpoints": [[28, 56, 3]]}"#;
+    let err = config::parse_text(bad, "test", SquarePad::AsConfigured, Tiling::Accept).unwrap_err();
+    assert!(err.message.contains("image_grid_pinpoints"), "{}", err.message);
+    let err = config::parse_text(
+        "{\"image_grid_pinpoints\": []}",
+        "test",
+        SquarePad::AsConfigured,
+        Tiling::Accept,
+    )
+    .unwrap_err();
+    assert!(err.message.contains("non-empty"), "{}", err.message);
+}
