@@ -34,8 +34,9 @@ class Example:
     colours: list[str]
     shapes: list[str]
     patch_colours: np.ndarray  # (576,) class per patch
-    patch_shapes: np.ndarray  # (576,)
+    patch_owners: np.ndarray  # (576,) 0 none, 1.. the objects, then the glyph
     patch_centres: np.ndarray  # (576,) 1.0 where an object's centre lies
+    owner_shapes: list[int]  # shape (or glyph) class of owner 1, 2, ...
 
 
 def conversation(turns: list[tuple[str, str]]) -> tuple[str, list[tuple[int, int]]]:
@@ -60,7 +61,7 @@ def training_example(seed: int) -> Example:
     if rng.random() < 0.5:
         turns.insert(rng.randint(0, len(turns)), (caption_prompt(rng), scene.caption()))
     text, spans = conversation(turns)
-    patch_colours, patch_shapes, patch_centres = scene.patch_labels()
+    patch_colours, patch_owners, patch_centres, owner_shapes = scene.patch_labels()
     return Example(
         pixels=normalise(scene.render()),
         text=text,
@@ -69,8 +70,9 @@ def training_example(seed: int) -> Example:
         colours=sorted({o.colour for o in scene.objects}),
         shapes=sorted({o.shape for o in scene.objects}),
         patch_colours=patch_colours,
-        patch_shapes=patch_shapes,
+        patch_owners=patch_owners,
         patch_centres=patch_centres,
+        owner_shapes=owner_shapes,
     )
 
 

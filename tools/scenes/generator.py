@@ -17,10 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 SIZE = 336
 PATCH = 14
 GRID = SIZE // PATCH
-# A patch takes an object's label when the object covers at least this share of its pixels.
+# A patch belongs to an object when the object covers at least this share of its pixels.
 PATCH_COVER = 0.25
-# Above this share a patch is inside its object: one flat colour, which says nothing of the shape.
-PATCH_INSIDE = 0.9
 
 COLOURS = {
     "red": (215, 38, 38),
@@ -113,11 +111,11 @@ class Scene:
             _draw_glyph(draw, self.glyph, ink)
         return image
 
-    def patch_labels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What each of the GRID x GRID patches shows, for the vision tower's training probe:
-        colour class (0 none, 1.. in COLOURS order), shape class (0 none, 1.. SHAPES, then one
-        class per glyph; -1 inside an object, where the patch cannot show its shape), and whether
-        an object's centre lies in the patch."""
+    def patch_labels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """What the GRID x GRID patches show, for the vision tower's training probe: per patch,
+        its colour class (0 none, 1.. in COLOURS order), its owner (0 none, 1.. the objects in
+        order, then the glyph) and whether an object's centre lies in it; and the shape class of
+        each owner (SHAPES, then one class per glyph), in owner order."""
         mask = Image.new("L", (SIZE, SIZE), 0)
         draw = ImageDraw.Draw(mask)
         for index, obj in enumerate(self.objects):
@@ -131,14 +129,13 @@ class Scene:
         owner = counts.argmax(axis=1)
         owner[counts.max(axis=1) < PATCH_COVER * PATCH * PATCH] = 0
         colour_of = [0] + [list(COLOURS).index(o.colour) + 1 for o in self.objects] + [0]
-        shape_of = [0] + [SHAPES.index(o.shape) + 1 for o in self.objects]
-        shape_of.append(len(SHAPES) + 1 + GLYPHS.index(self.glyph.text) if self.glyph else 0)
         centres = np.zeros(GRID * GRID, dtype=np.float32)
         for obj in self.objects:
             centres[int(obj.y) // PATCH * GRID + int(obj.x) // PATCH] = 1
-        shapes = np.array(shape_of)[owner]
-        shapes[counts.max(axis=1) > PATCH_INSIDE * PATCH * PATCH] = -1
-        return np.array(colour_of)[owner], shapes, centres
+        owner_shapes = [SHAPES.index(o.shape) for o in self.objects]
+        if self.glyph is not None:
+            owner_shapes.append(len(SHAPES) + GLYPHS.index(self.glyph.text))
+        return np.array(colour_of)[owner], owner, centres, owner_shapes
 
     def caption(self) -> str:
         """One sentence naming every object, left to right, then the glyph if any."""

@@ -19,6 +19,8 @@ IMAGE_SIZE = 336
 PATCH = 14
 IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2
 MAX_OBJECTS = 6
+# Patch owners: none, up to MAX_OBJECTS objects, a glyph.
+OWNER_SLOTS = MAX_OBJECTS + 2
 
 
 def llava_config(vocab_size: int, image_token_id: int, pad_token_id: int) -> LlavaConfig:
@@ -64,33 +66,43 @@ def llava_config(vocab_size: int, image_token_id: int, pad_token_id: int) -> Lla
 class SceneProbe(nn.Module):
     """Training-only probes on the vision tower; not exported.
 
-    Per patch, on the penultimate layer the projector reads: the colour and shape (or glyph) the
-    patch shows and whether an object's centre lies in it. Dense targets teach the tower far faster
-    than the language loss alone, which matters when training on a CPU. On the final CLS state: the
-    object count and which colours and shapes are present. LLaVA reads the penultimate layer, so
-    nothing else would train the last one; this gives its CLS token a reason to attend to the
-    objects, which makes MustDrop's key tokens (chosen by that attention) meaningful.
+    On the penultimate layer, which the projector reads: per patch, the colour it shows and
+    whether an object's centre lies in it; per object (and glyph), its shape (or character) from
+    the mean of its patches' features. Dense targets teach the tower far faster than the language
+    loss alone, which matters when training on a CPU. The shape is read from the object's mean
+    because one patch shows little of it: per-patch shape targets stayed at chance, while the
+    pooled one learns (and the language model reads an object the same way, by attending over its
+    patches). On the final CLS state: the object count and which colours and shapes are present.
+    LLaVA reads the penultimate layer, so nothing else would train the last one; this gives its
+    CLS token a reason to attend to the objects, which makes MustDrop's key tokens (chosen by that
+    attention) meaningful.
     """
 
     def __init__(self, width: int):
         super().__init__()
         self.patch_colour = nn.Linear(width, len(COLOURS) + 1)
-        self.patch_shape = nn.Linear(width, len(SHAPES) + len(GLYPHS) + 1)
         self.patch_centre = nn.Linear(width, 1)
+        self.object_shape = nn.Linear(width, len(SHAPES) + len(GLYPHS))
         self.count = nn.Linear(width, MAX_OBJECTS + 1)
         self.present = nn.Linear(width, len(COLOURS) + len(SHAPES))
 
+    def object_logits(self, patches: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shape logits of every object present (from its patches' mean feature) and their labels."""
+        members = F.one_hot(batch["patch_owners"], OWNER_SLOTS).to(patches.dtype)  # (B, 576, slots)
+        sums = members.transpose(1, 2) @ patches
+        counts = members.sum(dim=1)
+        means = sums / counts.clamp(min=1).unsqueeze(-1)
+        labels = batch["owner_shapes"]
+        present = (labels >= 0) & (counts > 0)
+        return self.object_shape(means[present]), labels[present]
+
     def loss(self, patches: torch.Tensor, pooled: torch.Tensor, batch: dict) -> torch.Tensor:
         flat = patches.reshape(-1, patches.shape[-1])
-        shapes = batch["patch_shapes"].reshape(-1)
-        covered = shapes > 0
-        # Shape is learned on the patches along an object's or glyph's outline (the generator marks
-        # inner patches -1), averaged over those alone: nine in ten patches are background, and
-        # averaged over all of them the shape term was too faint to learn.
+        shape_logits, shape_labels = self.object_logits(patches, batch)
         dense = (
             F.cross_entropy(self.patch_colour(flat), batch["patch_colours"].reshape(-1))
-            + F.cross_entropy(self.patch_shape(flat[covered]), shapes[covered])
             + F.binary_cross_entropy_with_logits(self.patch_centre(flat).squeeze(-1), batch["patch_centres"].reshape(-1))
+            + F.cross_entropy(shape_logits, shape_labels)
         )
         scene = F.cross_entropy(self.count(pooled), batch["count"]) + F.binary_cross_entropy_with_logits(
             self.present(pooled), batch["present"]
@@ -99,15 +111,15 @@ class SceneProbe(nn.Module):
 
     @torch.no_grad()
     def accuracy(self, patches: torch.Tensor, pooled: torch.Tensor, batch: dict) -> dict[str, float]:
-        """Per-probe accuracy; the patch ones over patches on an outline, where predicting "nothing"
+        """Per-probe accuracy; colour over the patches objects cover, where predicting "nothing"
         everywhere would otherwise look near perfect."""
         flat = patches.reshape(-1, patches.shape[-1])
-        shapes = batch["patch_shapes"].reshape(-1)
-        covered = shapes > 0
+        covered = batch["patch_owners"].reshape(-1) > 0
         colours = batch["patch_colours"].reshape(-1)
+        shape_logits, shape_labels = self.object_logits(patches, batch)
         return {
             "colour": (self.patch_colour(flat).argmax(-1) == colours)[covered].float().mean().item(),
-            "shape": (self.patch_shape(flat).argmax(-1) == shapes)[covered].float().mean().item(),
+            "shape": (shape_logits.argmax(-1) == shape_labels).float().mean().item(),
             "count": (self.count(pooled).argmax(-1) == batch["count"]).float().mean().item(),
         }
 

@@ -25,7 +25,7 @@ from fixturegen.tokenizer import build_llama_tokenizer
 
 from .data import CLIP_MEAN, CLIP_STD, IMAGE_PLACEHOLDER, training_example
 from .generator import COLOURS, SHAPES, Scene, caption_prompt
-from .model import IMAGE_SIZE, IMAGE_TOKENS, PATCH, build, llava_config
+from .model import IMAGE_SIZE, IMAGE_TOKENS, OWNER_SLOTS, PATCH, build, llava_config
 
 # Token ids 0..BASE_VOCAB-1 are learned pieces (with the Llama-2 specials and byte fallback);
 # `<image>` and `<pad>` follow.
@@ -84,6 +84,10 @@ def collate(examples, tokenizer, image_token_id: int, pad_id: int) -> dict[str, 
         input_ids[row, : len(ids)] = torch.tensor(ids)
         labels[row, : len(ids)] = torch.tensor(target)
         mask[row, : len(ids)] = 1
+    # Slot 0 is "no owner"; slots without an object keep -100 (no loss).
+    owner_shapes = torch.full((len(examples), OWNER_SLOTS), -100, dtype=torch.long)
+    for row, e in enumerate(examples):
+        owner_shapes[row, 1 : 1 + len(e.owner_shapes)] = torch.tensor(e.owner_shapes, dtype=torch.long)
     present = torch.zeros((len(examples), len(COLOURS) + len(SHAPES)))
     for row, e in enumerate(examples):
         for colour in e.colours:
@@ -93,7 +97,8 @@ def collate(examples, tokenizer, image_token_id: int, pad_id: int) -> dict[str, 
     return {
         "pixel_values": torch.from_numpy(np.stack([e.pixels for e in examples])),
         "patch_colours": torch.from_numpy(np.stack([e.patch_colours for e in examples])).long(),
-        "patch_shapes": torch.from_numpy(np.stack([e.patch_shapes for e in examples])).long(),
+        "patch_owners": torch.from_numpy(np.stack([e.patch_owners for e in examples])).long(),
+        "owner_shapes": owner_shapes,
         "patch_centres": torch.from_numpy(np.stack([e.patch_centres for e in examples])),
         "input_ids": input_ids,
         "labels": labels,
