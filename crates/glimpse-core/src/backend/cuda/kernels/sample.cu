@@ -28,28 +28,20 @@ __device__ __forceinline__ unsigned order_key(float v) {
     return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
 }
 
+// A token's unnormalised probability, as the CPU sampler computes it.
+__device__ __forceinline__ float token_weight(float logit, float max_logit, float temperature) {
+    return expf((logit - max_logit) / temperature);
+}
+
 // Kept tokens: logits above the cut key, and at the cut key the ids up to `cut_id`.
 __device__ __forceinline__ bool kept(unsigned key, int c, unsigned cut_key, int cut_id) {
     return key > cut_key || (key == cut_key && c <= cut_id);
 }
 
-// Every thread's `own`, summed in thread order; the same value in every thread.
-__device__ double block_total(double own, double* scan) {
-    scan[threadIdx.x] = own;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        double total = 0.0;
-        for (unsigned t = 0; t < blockDim.x; ++t) total += scan[t];
-        scan[0] = total;
-    }
-    __syncthreads();
-    double total = scan[0];
-    __syncthreads();
-    return total;
-}
-
-// The sum of `own` over the threads before this one (an exclusive scan in id order).
-__device__ double sum_before(double own, double* scan) {
+// Sums every thread's `own` in thread order: returns the sum over the threads before this
+// one (an exclusive scan in id order) and sets `total` to the whole block's, the same bits in
+// every thread.
+__device__ double scan_threads(double own, double* scan, double* total) {
     scan[threadIdx.x] = own;
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -59,11 +51,24 @@ __device__ double sum_before(double own, double* scan) {
             scan[t] = running;
             running += value;
         }
+        scan[blockDim.x] = running;
     }
     __syncthreads();
     double before = scan[threadIdx.x];
+    *total = scan[blockDim.x];
     __syncthreads();
     return before;
+}
+
+__device__ double block_total(double own, double* scan) {
+    double total;
+    scan_threads(own, scan, &total);
+    return total;
+}
+
+__device__ double sum_before(double own, double* scan) {
+    double total;
+    return scan_threads(own, scan, &total);
 }
 
 // The lowest of the threads' `id` (`none` where a thread found nothing).
@@ -83,7 +88,7 @@ __device__ int lowest_id(int id, int* ids) {
 
 extern "C" __global__ void sample_row(const float* logits, unsigned* out, const double* uniform, int cols,
                                       float temperature, int top_k, float top_p) {
-    __shared__ double scan[SAMPLE_MAX_THREADS];
+    __shared__ double scan[SAMPLE_MAX_THREADS + 1];
     __shared__ int ids[SAMPLE_MAX_THREADS];
     __shared__ float partials[GLIMPSE_WARP];
     const int chunk = (cols + (int)blockDim.x - 1) / (int)blockDim.x;
@@ -139,7 +144,7 @@ extern "C" __global__ void sample_row(const float* logits, unsigned* out, const 
     double kept_weight = 0.0;
     for (int c = begin; c < end; ++c) {
         float logit = read_logit(logits, c);
-        if (kept(order_key(logit), c, cut_key, cut_id)) kept_weight += (double)expf((logit - max_logit) / temperature);
+        if (kept(order_key(logit), c, cut_key, cut_id)) kept_weight += (double)token_weight(logit, max_logit, temperature);
     }
     double total = block_total(kept_weight, scan);
 
@@ -156,7 +161,7 @@ extern "C" __global__ void sample_row(const float* logits, unsigned* out, const 
                 float logit = read_logit(logits, c);
                 unsigned key = order_key(logit);
                 if (key >= trial && kept(key, c, cut_key, cut_id))
-                    mass += (double)expf((logit - max_logit) / temperature);
+                    mass += (double)token_weight(logit, max_logit, temperature);
             }
             if (block_total(mass, scan) >= goal) nucleus_key = trial;
         }
@@ -165,7 +170,7 @@ extern "C" __global__ void sample_row(const float* logits, unsigned* out, const 
             float logit = read_logit(logits, c);
             unsigned key = order_key(logit);
             if (!kept(key, c, cut_key, cut_id)) continue;
-            double weight = (double)expf((logit - max_logit) / temperature);
+            double weight = (double)token_weight(logit, max_logit, temperature);
             if (key > nucleus_key) above += weight;
             if (key == nucleus_key) ties += weight;
         }
@@ -177,7 +182,7 @@ extern "C" __global__ void sample_row(const float* logits, unsigned* out, const 
             unsigned key = order_key(logit);
             if (key != nucleus_key || !kept(key, c, cut_key, cut_id)) continue;
             last_tie = c;
-            reached += (double)expf((logit - max_logit) / temperature);
+            reached += (double)token_weight(logit, max_logit, temperature);
             if (reached >= goal) {
                 found = c;
                 break;
@@ -188,35 +193,26 @@ extern "C" __global__ void sample_row(const float* logits, unsigned* out, const 
             // Rounding kept the goal out of reach: every tie stays.
             nucleus_id = -lowest_id(-last_tie, ids);
         }
-        total = 0.0;
-        double nucleus_weight = 0.0;
-        for (int c = begin; c < end; ++c) {
-            float logit = read_logit(logits, c);
-            unsigned key = order_key(logit);
-            if (kept(key, c, cut_key, cut_id) && kept(key, c, nucleus_key, nucleus_id))
-                nucleus_weight += (double)expf((logit - max_logit) / temperature);
-        }
-        total = block_total(nucleus_weight, scan);
     }
 
-    // The draw: the first kept token, in id order, at which the running weight passes
-    // u · total.
-    const double target = *uniform * total;
+    // The draw: the first token kept by both cuts, in id order, at which the running weight
+    // passes u times their total weight.
     double own = 0.0;
     for (int c = begin; c < end; ++c) {
         float logit = read_logit(logits, c);
         unsigned key = order_key(logit);
         if (kept(key, c, cut_key, cut_id) && kept(key, c, nucleus_key, nucleus_id))
-            own += (double)expf((logit - max_logit) / temperature);
+            own += (double)token_weight(logit, max_logit, temperature);
     }
-    double running = sum_before(own, scan);
+    double running = scan_threads(own, scan, &total);
+    const double target = *uniform * total;
     int chosen = cols;
     int last_weighted = -1;
     for (int c = begin; c < end; ++c) {
         float logit = read_logit(logits, c);
         unsigned key = order_key(logit);
         if (!kept(key, c, cut_key, cut_id) || !kept(key, c, nucleus_key, nucleus_id)) continue;
-        float weight = expf((logit - max_logit) / temperature);
+        float weight = token_weight(logit, max_logit, temperature);
         if (weight > 0.0f) last_weighted = c;
         double before = running;
         running += (double)weight;
