@@ -18,6 +18,7 @@ and compared with the stored numbers; `--verify` runs only that check on existin
 """
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -46,12 +47,15 @@ def main() -> None:
     default_out = Path(__file__).resolve().parent.parent / "test" / "fixtures"
     parser.add_argument("--out", type=Path, default=default_out, help="fixture root (default: test/fixtures)")
     parser.add_argument("--verify", action="store_true", help="only check existing fixtures against transformers")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="rebuild only these fixture models, keep the rest")
     args = parser.parse_args()
 
     started = time.monotonic()
     _make_deterministic()
     out_dir = args.out
-    if not args.verify:
+    if args.only:
+        _rebuild(out_dir, args.only)
+    elif not args.verify:
         _generate(out_dir)
     for line in verify_all(out_dir):
         print(f"verified {line}")
@@ -79,6 +83,24 @@ def _generate(out_dir: Path) -> None:
     mha_dir = out_dir / "models" / FIXTURES[0].name
     cases = build_cases(load_processor(mha_dir).tokenizer, mha_dir / "tokenizer.json")
     write_json(out_dir / "expected" / "tokenizer-cases.json", cases)
+
+
+def _rebuild(out_dir: Path, names: list[str]) -> None:
+    """Rebuilds the named fixtures in place; the tokenizer and images are the committed ones' (seeded)."""
+    unknown = set(names) - {fixture.name for fixture in FIXTURES}
+    if unknown:
+        raise SystemExit(f"unknown fixture(s): {', '.join(sorted(unknown))}")
+    tokenizer = build_tokenizer(TOKENIZER_SEED)
+    for fixture in FIXTURES:
+        if fixture.name not in names:
+            continue
+        print(f"building {fixture.name}")
+        fixed_seed = None
+        if fixture.weights_of:
+            fixed_seed = json.loads((out_dir / "expected" / f"{fixture.weights_of}.json").read_text())["seed"]
+        record = build_fixture(fixture, tokenizer, out_dir, fixed_seed)
+        write_json(out_dir / "expected" / f"{fixture.name}.json", record)
+        print(f"  seed {record['seed']}, greedy {record['greedy_ids']}")
 
 
 def _make_deterministic() -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
 from . import layouts
 from .catalogue import Fixture
 from .jsonfmt import round_float
-from .models import build_config, build_model, build_processor
+from .models import IMAGE_SIZE, build_config, build_model, build_processor
 from .reference import (
     Generation,
     Prompt,
@@ -117,6 +118,14 @@ def _quality_problem(model, fixture: Fixture, prompt: Prompt, generation: Genera
     shifted = _logit_shift(model, dict(prompt.inputs, vision_feature_layer=other_layer), generation)
     if shifted < MIN_SENSITIVITY_FRACTION * max_abs:
         return "logits barely depend on the vision feature layer"
+    if fixture.spec.is_next:
+        newline = model.model.image_newline
+        saved = newline.detach().clone()
+        newline.zero_()
+        shifted = _logit_shift(model, prompt.inputs, generation)
+        newline.copy_(saved)
+        if shifted < MIN_SENSITIVITY_FRACTION * max_abs:
+            return "logits barely depend on the image_newline embedding"
     return None
 
 
@@ -163,11 +172,28 @@ def _raw_tokenizer_agrees(directory: Path, prompt: Prompt, processor, fixture: F
     """The `tokenizers` library on tokenizer.json alone (what a Rust engine loads) gives the same ids
     for the prompt with every <image> expanded to its placeholder tokens."""
     raw = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    placeholder = processor.image_token * fixture.spec.image_tokens_per_image
-    expanded = prompt.text.replace(processor.image_token, placeholder)
+    ids = prompt.inputs["input_ids"][0].tolist()
+    pieces = prompt.text.split(processor.image_token)
+    expanded = pieces[0]
+    for count, piece in zip(image_token_runs(ids, processor.image_token_id), pieces[1:]):
+        expanded += processor.image_token * count + piece
     ids = raw.encode(expanded).ids
     if ids != prompt.inputs["input_ids"][0].tolist():
         raise RuntimeError(f"{fixture.name}: tokenizer.json alone tokenises the expanded prompt differently")
+
+
+def image_token_runs(ids: list[int], image_token_id: int) -> list[int]:
+    """The length of each run of image tokens in `ids`: one per image, in order."""
+    runs = []
+    previous = None
+    for token in ids:
+        if token == image_token_id:
+            if previous == image_token_id:
+                runs[-1] += 1
+            else:
+                runs.append(1)
+        previous = token
+    return runs
 
 
 def _same_weights(built, loaded, name: str) -> None:
@@ -198,6 +224,30 @@ def _same_generation(built: Generation, loaded: Generation, name: str) -> None:
         raise RuntimeError(f"{name}: logits differ after reload by {delta:.3e}")
 
 
+def pixel_record(fixture: Fixture, prompt: Prompt, pixel_values: torch.Tensor) -> dict:
+    """Every pixel value for a LLaVA model. A NeXT prompt holds several crops per image (~7k values
+    each), so only each real crop's mean and mean absolute value are kept (tile order and content
+    still show in them; the tiles' pixels themselves are held to transformers by the anyres goldens)."""
+    if not fixture.spec.is_next:
+        return {
+            "shape": list(pixel_values.shape),
+            "data": [round_float(value) for value in pixel_values.flatten().tolist()],
+        }
+    means, mean_abs = [], []
+    for crops, count in zip(pixel_values, next_crop_counts(fixture, prompt)):
+        for crop in crops[:count]:
+            means.append(round_float(crop.mean().item()))
+            mean_abs.append(round_float(crop.abs().mean().item()))
+    return {"shape": list(pixel_values.shape), "crop_mean": means, "crop_mean_abs": mean_abs}
+
+
+def next_crop_counts(fixture: Fixture, prompt: Prompt) -> list[int]:
+    """Crops (base + tiles) of each image of a NeXT prompt; pixel_values pads every image to the most."""
+    grids = [list(grid) for grid in fixture.spec.grid_pinpoints]
+    sizes = prompt.inputs["image_sizes"].tolist()
+    return [image_size_to_num_patches(size, grids, IMAGE_SIZE) for size in sizes]
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -205,6 +255,16 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def _record(fixture: Fixture, seed: int, processor, prompt: Prompt, generation: Generation, tokenizer) -> dict:
     pixel_values = prompt.inputs["pixel_values"]
     logits = generation.last_logits
+    input_ids = prompt.inputs["input_ids"][0].tolist()
+    if fixture.spec.is_next:
+        # Each image's count depends on its size; its tiles stand in pixel_values one after another.
+        image_tokens = {
+            "image_tokens": image_token_runs(input_ids, processor.image_token_id),
+            "image_sizes": prompt.inputs["image_sizes"].tolist(),
+            "image_grid_pinpoints": [list(grid) for grid in fixture.spec.grid_pinpoints],
+        }
+    else:
+        image_tokens = {"num_image_tokens_per_image": fixture.spec.image_tokens_per_image}
     return {
         "model": fixture.name,
         "seed": seed,
@@ -214,13 +274,10 @@ def _record(fixture: Fixture, seed: int, processor, prompt: Prompt, generation: 
         "messages": fixture.messages,
         "images": [f"images/{name}" for name in fixture.images],
         "prompt_text": prompt.text,
-        "input_ids": prompt.inputs["input_ids"][0].tolist(),
+        "input_ids": input_ids,
         "image_token_index": processor.image_token_id,
-        "num_image_tokens_per_image": fixture.spec.image_tokens_per_image,
-        "pixel_values": {
-            "shape": list(pixel_values.shape),
-            "data": [round_float(value) for value in pixel_values.flatten().tolist()],
-        },
+        **image_tokens,
+        "pixel_values": pixel_record(fixture, prompt, pixel_values),
         "max_abs_logit": round_float(logits.abs().max().item()),
         "greedy_min_top2_margin": round_float(min_top2_margin(generation.step_logits)),
         "greedy_ids": generation.greedy_ids,

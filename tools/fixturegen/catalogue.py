@@ -4,8 +4,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .models import ModelSpec
-from .templates import CHAT_TEMPLATE_JINJA_FILE, CHAT_TEMPLATE_JSON_STYLE, CHAT_TEMPLATE_TOKENIZER_CONFIG_STYLE
+from .models import IMAGE_SIZE, ModelSpec
+from .templates import (
+    CHAT_TEMPLATE_JINJA_FILE,
+    CHAT_TEMPLATE_JSON_STYLE,
+    CHAT_TEMPLATE_MISTRAL_STYLE,
+    CHAT_TEMPLATE_TOKENIZER_CONFIG_STYLE,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,10 @@ class Fixture:
     # Reuse the seed (hence the identical weights file) of an earlier fixture with the same config,
     # instead of searching for a new one: keeps the committed fixtures small.
     weights_of: str | None = None
+
+
+# LLaVA-NeXT's grid list scaled to the fixtures' tile: 1×2, 2×1, 2×2, 3×1 and 1×3 tiles.
+TINY_NEXT_GRIDS = tuple((rows * IMAGE_SIZE, cols * IMAGE_SIZE) for rows, cols in [(1, 2), (2, 1), (2, 2), (3, 1), (1, 3)])
 
 
 def _user(*parts: dict) -> dict:
@@ -98,5 +107,34 @@ FIXTURES = [
         chat_template=CHAT_TEMPLATE_JSON_STYLE,
         chat_template_file="chat_template.json",
         processor_files="split",
+    ),
+    # LLaVA-NeXT, Mistral variant: a wide image on a 1×2 grid, padded above and below, so whole
+    # feature columns go at unpadding.
+    Fixture(
+        name="tiny-llava-next-mistral",
+        first_seed=5000,
+        spec=ModelSpec(
+            num_key_value_heads=2,
+            grid_pinpoints=TINY_NEXT_GRIDS,
+            text_model="mistral",
+            max_position_embeddings=2048,
+        ),
+        images=["shapes-64x40.png"],
+        messages=[_user(IMAGE, _text("What is shown in this image?"))],
+        chat_template=CHAT_TEMPLATE_MISTRAL_STYLE,
+        chat_template_file="chat_template.json",
+        processor_files="split",
+    ),
+    # LLaVA-NeXT, Vicuna variant: a tall image on a 2×1 grid and a near-square one on 2×2, each
+    # unpadded, in one prompt, so the two image slots differ in length.
+    Fixture(
+        name="tiny-llava-next-vicuna",
+        first_seed=6000,
+        spec=ModelSpec(grid_pinpoints=TINY_NEXT_GRIDS, max_position_embeddings=2048),
+        images=["stripes-45x70.png", "rings-90x72.png"],
+        messages=[_user(IMAGE, IMAGE, _text("What is different between the two images?"))],
+        chat_template=CHAT_TEMPLATE_JINJA_FILE,
+        chat_template_file="chat_template.jinja",
+        processor_files="nested",
     ),
 ]

@@ -1,11 +1,22 @@
-"""Configurations, random weights and processors of the tiny LLaVA fixtures."""
+"""Configurations, random weights and processors of the tiny LLaVA and LLaVA-NeXT fixtures."""
 
 from dataclasses import dataclass
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextProcessor,
+    LlavaProcessor,
+    MistralConfig,
+)
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 from .weights import randomize
 
@@ -25,9 +36,20 @@ class ModelSpec:
     vision_feature_select_strategy: str = "default"
     pad_to_square: bool = False
     storage_dtype: torch.dtype = torch.float32
+    # LLaVA-NeXT's tile grids (height, width in pixels, whole tiles of IMAGE_SIZE); None for LLaVA.
+    grid_pinpoints: tuple[tuple[int, int], ...] | None = None
+    # "llama" or "mistral" (LLaVA-NeXT's Mistral variant: the same network, its own config class).
+    text_model: str = "llama"
+    # NeXT images take several hundred tokens each.
+    max_position_embeddings: int = 1024
+
+    @property
+    def is_next(self) -> bool:
+        return self.grid_pinpoints is not None
 
     @property
     def image_tokens_per_image(self) -> int:
+        """LLaVA only: NeXT's count depends on each image's size."""
         # "default" drops the CLS position of the vision tower output, "full" keeps it.
         return PATCHES_PER_IMAGE if self.vision_feature_select_strategy == "default" else PATCHES_PER_IMAGE + 1
 
@@ -44,14 +66,18 @@ def build_config(spec: ModelSpec, vocab_size: int, image_token_id: int, pad_toke
         projection_dim=32,
         layer_norm_eps=1e-5,
     )
-    text = LlamaConfig(
+    text_config_class = MistralConfig if spec.text_model == "mistral" else LlamaConfig
+    # Mistral's sliding window is off in LLaVA-NeXT's Mistral (its config says null).
+    extra = {"sliding_window": None} if spec.text_model == "mistral" else {}
+    text = text_config_class(
+        **extra,
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=spec.num_key_value_heads,
-        max_position_embeddings=1024,
+        max_position_embeddings=spec.max_position_embeddings,
         rms_norm_eps=spec.rms_norm_eps,
         rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta},
         bos_token_id=1,
@@ -59,20 +85,24 @@ def build_config(spec: ModelSpec, vocab_size: int, image_token_id: int, pad_toke
         pad_token_id=pad_token_id,
         tie_word_embeddings=False,
     )
-    return LlavaConfig(
+    common = dict(
         vision_config=vision,
         text_config=text,
         image_token_index=image_token_id,
-        image_seq_length=spec.image_tokens_per_image,
         projector_hidden_act="gelu",
         vision_feature_layer=spec.vision_feature_layer,
         vision_feature_select_strategy=spec.vision_feature_select_strategy,
     )
+    if spec.is_next:
+        grids = [list(grid) for grid in spec.grid_pinpoints]
+        return LlavaNextConfig(image_grid_pinpoints=grids, image_seq_length=PATCHES_PER_IMAGE, **common)
+    return LlavaConfig(image_seq_length=spec.image_tokens_per_image, **common)
 
 
 def build_model(config: LlavaConfig, seed: int, storage_dtype: torch.dtype, control_token_ids: list[int]):
     """A randomly initialised model in f32 whose weights are exactly representable in `storage_dtype`."""
-    model = LlavaForConditionalGeneration(config)
+    model_class = LlavaNextForConditionalGeneration if isinstance(config, LlavaNextConfig) else LlavaForConditionalGeneration
+    model = model_class(config)
     randomize(model, seed, control_token_ids)
     if storage_dtype != torch.float32:
         # Round through the storage type so the in-memory f32 model equals the saved one upcast.
@@ -91,13 +121,16 @@ def build_image_processor(spec: ModelSpec):
         resample=3,  # PIL.Image.BICUBIC
         do_center_crop=True,
     )
+    if spec.is_next:
+        return LlavaNextImageProcessorPil(image_grid_pinpoints=[list(grid) for grid in spec.grid_pinpoints], **common)
     if spec.pad_to_square:
         return LlavaImageProcessorPil(do_pad=True, **common)
     return CLIPImageProcessorPil(**common)
 
 
-def build_processor(spec: ModelSpec, tokenizer, chat_template: str | None) -> LlavaProcessor:
-    return LlavaProcessor(
+def build_processor(spec: ModelSpec, tokenizer, chat_template: str | None):
+    processor_class = LlavaNextProcessor if spec.is_next else LlavaProcessor
+    return processor_class(
         image_processor=build_image_processor(spec),
         tokenizer=tokenizer,
         patch_size=PATCH_SIZE,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import LlavaForConditionalGeneration, LlavaProcessor
+from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
 NEW_TOKENS = 16
 
@@ -13,7 +13,7 @@ NEW_TOKENS = 16
 @dataclass
 class Prompt:
     text: str
-    inputs: dict  # input_ids, attention_mask, pixel_values as tensors
+    inputs: dict  # input_ids, attention_mask, pixel_values (and NeXT's image_sizes) as tensors
 
 
 @dataclass
@@ -46,12 +46,13 @@ def prepare(processor: LlavaProcessor, messages, images, template_in_tokenizer: 
 
 
 def load_checkpoint(directory: Path, dtype: torch.dtype = torch.float32) -> LlavaForConditionalGeneration:
-    model = LlavaForConditionalGeneration.from_pretrained(directory, dtype=dtype, attn_implementation="eager")
+    """The class config.json names (LLaVA or LLaVA-NeXT)."""
+    model = AutoModelForImageTextToText.from_pretrained(directory, dtype=dtype, attn_implementation="eager")
     return model.eval()
 
 
 def load_processor(directory: Path) -> LlavaProcessor:
-    processor = LlavaProcessor.from_pretrained(directory)
+    processor = AutoProcessor.from_pretrained(directory)
     name = type(processor.image_processor).__name__
     if not name.endswith("Pil"):
         raise RuntimeError(f"{directory} loaded image processor {name}; the fixtures need the PIL backend")

@@ -1,4 +1,5 @@
-"""Chat templates in the LLaVA-1.5 conversation style ("USER: <image>\\n... ASSISTANT:").
+"""Chat templates in the LLaVA-1.5 conversation style ("USER: <image>\\n... ASSISTANT:"), and one
+in the Mistral instruction style LLaVA-NeXT's Mistral variant uses ("[INST] <image>\\n... [/INST]").
 
 Three spellings of the same format, one per storage location, each using Jinja features that real
 llava-hf templates rely on: Python string methods (`.upper()`), the `selectattr(..., 'equalto', ...)`
@@ -55,3 +56,16 @@ CHAT_TEMPLATE_JINJA_FILE = """\
     {{- 'ASSISTANT:' }}
 {%- endif %}
 """
+
+# The Mistral instruction format: each user turn inside [INST] ... [/INST], images first; each
+# assistant turn after a space, closed by the end-of-sequence token.
+CHAT_TEMPLATE_MISTRAL_STYLE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' }}"
+    "{% for part in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% for part in message['content'] | selectattr('type', 'equalto', 'text') %}{{ part['text'] }}{% endfor %}"
+    "{{ ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'][0]['text'] + '</s>' }}"
+    "{% endif %}"
+    "{% endfor %}"
+)

@@ -40,7 +40,8 @@ def _draw(name: str, param: torch.Tensor, generator: torch.Generator) -> torch.T
         return 1.0 + _normal(generator, shape, 0.2) if leaf == "weight" else _normal(generator, shape, 0.1)
     if leaf == "bias":
         return _normal(generator, shape, 0.1)
-    if name.endswith("embed_tokens.weight") or name.endswith("class_embedding"):
+    if name.endswith("embed_tokens.weight") or name.endswith("class_embedding") or name.endswith("image_newline"):
+        # LLaVA-NeXT's end-of-row embedding enters the language model like a token's.
         return _normal(generator, shape, 1.0)
     if name.endswith("position_embedding.weight"):
         return _normal(generator, shape, 0.5)

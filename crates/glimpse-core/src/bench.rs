@@ -145,7 +145,7 @@ fn run_one<B: Backend>(backend: &B, model: &Llava<B>, spec: &ReduceSpec, options
     stats.ms_encode = ms_since(started);
     stats.flops_vision = flops_vision;
 
-    let slot = cfg.image_seq_len();
+    let slot = image.slot_len;
     let vision_tokens = image.tokens.len();
     stats.vision_tokens_in = slot;
     stats.after_encoder = vision_tokens;
@@ -154,7 +154,7 @@ fn run_one<B: Backend>(backend: &B, model: &Llava<B>, spec: &ReduceSpec, options
     ids.extend(std::iter::repeat_n(cfg.image_token_index, vision_tokens));
     ids.extend((0..options.text_tokens as u32).map(|i| (100 + i * 37) % vocab));
     let images = vec![image];
-    let sequence = initial_sequence(&ids, cfg.image_token_index, &images, slot, plan.positions);
+    let sequence = initial_sequence(&ids, cfg.image_token_index, &images, plan.positions);
     let unreduced_len = ids.len() - vision_tokens + slot;
     let prompt = PreparedPrompt {
         ids,

@@ -12,6 +12,7 @@ use crate::generate::batch;
 use crate::generate::session::{self, PreparedPrompt};
 use crate::generate::state::{initial_sequence, GenerationState};
 use crate::generate::{GenerationStats, SamplingParams};
+use crate::model::anyres::{self, AnyresLayout};
 use crate::model::config::{CheckpointFormat, LlavaConfig};
 use crate::model::llava::{self, Llava};
 use crate::model::predictor::DynamicPredictors;
@@ -199,9 +200,10 @@ impl Engine {
         let cfg = self.config();
         ModelInfo {
             dir: self.dir.clone(),
-            architecture: match cfg.format {
-                CheckpointFormat::LlavaHf => "LlavaForConditionalGeneration",
-                CheckpointFormat::Original(_) => "LlavaLlamaForCausalLM",
+            architecture: match (&cfg.format, &cfg.image_grid_pinpoints) {
+                (CheckpointFormat::LlavaHf, None) => "LlavaForConditionalGeneration",
+                (CheckpointFormat::LlavaHf, Some(_)) => "LlavaNextForConditionalGeneration",
+                (CheckpointFormat::Original(_), _) => "LlavaLlamaForCausalLM",
             }
             .to_string(),
             parameters: self.weight_summary.parameters,
@@ -210,17 +212,37 @@ impl Engine {
             vision_layers: cfg.vision.num_hidden_layers,
             text_layers: cfg.text.num_hidden_layers,
             hidden_size: cfg.text.hidden_size,
-            image_tokens: cfg.image_seq_len(),
+            image_tokens: cfg.max_image_seq_len(),
             context_length: cfg.text.max_position_embeddings,
             kv_bytes_per_token: placement::kv_bytes_per_token(cfg),
             backend: self.backend(),
         }
     }
 
-    /// Token ids of the rendered conversation, image slots expanded to one id
-    /// (`config.image_token_index`) per image token. Fails when image parts, `<image>`
-    /// slots and images do not line up.
-    pub fn prompt_ids(&self, messages: &[Message], n_images: usize) -> Result<Vec<u32>> {
+    /// How a LLaVA-NeXT checkpoint cuts `image` into tiles; `None` for a model that takes
+    /// every image whole.
+    pub fn tile_layout(&self, image: &RgbImage) -> Option<AnyresLayout> {
+        let cfg = self.config();
+        let size = anyres::Size::new(image.height as usize, image.width as usize);
+        AnyresLayout::new(
+            size,
+            cfg.image_grid_pinpoints.as_deref()?,
+            cfg.vision.image_size,
+            cfg.vision.patch_size,
+        )
+    }
+
+    /// Tokens `image` takes in the prompt before any reduction.
+    pub fn image_tokens(&self, image: &RgbImage) -> usize {
+        self.tile_layout(image)
+            .map_or_else(|| self.config().image_seq_len(), |layout| layout.image_tokens())
+    }
+
+    /// Token ids of the rendered conversation, each image slot expanded to one id
+    /// (`config.image_token_index`) per token of its image. Fails when image parts,
+    /// `<image>` slots and images do not line up.
+    pub fn prompt_ids(&self, messages: &[Message], images: &[RgbImage]) -> Result<Vec<u32>> {
+        let n_images = images.len();
         let image_parts = messages
             .iter()
             .flat_map(|m| &m.content)
@@ -243,11 +265,12 @@ impl Engine {
                 "the rendered prompt has {slots} <image> slot(s) but {n_images} image(s) were given"
             )));
         }
-        let per_image = self.config().image_seq_len();
-        let mut expanded = Vec::with_capacity(ids.len() + n_images * per_image);
+        let mut slots = images.iter().map(|image| self.image_tokens(image));
+        let mut expanded = Vec::with_capacity(ids.len() + n_images * self.config().image_seq_len());
         for id in ids {
             if id == image_token {
-                expanded.extend(std::iter::repeat_n(image_token, per_image));
+                // As many slots as images: counted just above.
+                expanded.extend(std::iter::repeat_n(image_token, slots.next().unwrap_or_default()));
             } else {
                 expanded.push(id);
             }
@@ -369,7 +392,7 @@ impl Engine {
         plan: &ReductionPlan<'_, B>,
     ) -> Result<(PreparedPrompt<B>, GenerationStats)> {
         let model = &d.model;
-        let unreduced = self.prompt_ids(&request.messages, request.images.len())?;
+        let unreduced = self.prompt_ids(&request.messages, &request.images)?;
         let context = model.config.text.max_position_embeddings;
         if unreduced.len() >= context {
             return Err(Error::input(format!(
@@ -377,26 +400,34 @@ impl Engine {
                 unreduced.len()
             )));
         }
-        let per_image = model.config.image_seq_len();
         let mut stats = GenerationStats {
             reduce: request.reduce.text.clone(),
-            vision_tokens_in: request.images.len() * per_image,
             ..Default::default()
         };
         let started = Instant::now();
         let mut images = Vec::with_capacity(request.images.len());
         for image in &request.images {
-            let pixels = self.image_processor.preprocess(image)?;
-            let (encoded, flops) = model.encode_image(&d.backend, &pixels, plan.encoder.as_deref())?;
+            let encoder = plan.encoder.as_deref();
+            let (encoded, flops) = match self.tile_layout(image) {
+                Some(layout) => {
+                    let crops = self.image_processor.preprocess_tiles(image, &layout)?;
+                    model.encode_tiled_image(&d.backend, &crops, &layout, encoder)?
+                }
+                None => {
+                    let pixels = self.image_processor.preprocess(image)?;
+                    model.encode_image(&d.backend, &pixels, encoder)?
+                }
+            };
             stats.flops_vision += flops;
             images.push(encoded);
         }
         stats.ms_encode = started.elapsed().as_secs_f64() * 1e3;
+        stats.vision_tokens_in = images.iter().map(|i| i.slot_len).sum();
         stats.after_encoder = images.iter().map(|i| i.tokens.len()).sum();
 
         let image_token = model.config.image_token_index;
-        let ids = resize_image_slots(&unreduced, image_token, per_image, &images);
-        let sequence = initial_sequence(&ids, image_token, &images, per_image, plan.positions);
+        let ids = resize_image_slots(&unreduced, image_token, &images);
+        let sequence = initial_sequence(&ids, image_token, &images, plan.positions);
         let prompt = PreparedPrompt {
             ids,
             images,
@@ -435,12 +466,11 @@ impl Checkpoint<'_> {
     }
 }
 
-/// Shrinks each image's slot of `per_image` image tokens to the tokens its image has left
-/// after stage 1.
+/// Shrinks each image's slot of image tokens to the tokens its image has left after
+/// stage 1.
 fn resize_image_slots<B: crate::backend::Backend>(
     ids: &[u32],
     image_token: u32,
-    per_image: usize,
     images: &[crate::reduce::EncodedImage<B>],
 ) -> Vec<u32> {
     let mut out = Vec::with_capacity(ids.len());
@@ -448,9 +478,9 @@ fn resize_image_slots<B: crate::backend::Backend>(
     let mut i = 0;
     while i < ids.len() {
         if ids[i] == image_token {
-            let count = images.next().map_or(per_image, |image| image.tokens.len());
-            out.extend(std::iter::repeat_n(image_token, count));
-            i += per_image;
+            let image = images.next().expect("prompt_ids gave every image slot an image");
+            out.extend(std::iter::repeat_n(image_token, image.tokens.len()));
+            i += image.slot_len;
         } else {
             out.push(ids[i]);
             i += 1;
@@ -465,7 +495,10 @@ fn resize_image_slots<B: crate::backend::Backend>(
 /// `image_aspect_ratio` is "pad".
 fn image_processor(dir: &Path, tower_dir: Option<&Path>, config: &LlavaConfig) -> Result<ImageProcessorConfig> {
     let CheckpointFormat::Original(layout) = &config.format else {
-        return ImageProcessorConfig::from_dir(dir);
+        return match &config.image_grid_pinpoints {
+            Some(grids) => tiling_processor(dir, grids),
+            None => ImageProcessorConfig::from_dir(dir),
+        };
     };
     let pad = if layout.pad_to_square {
         SquarePad::MeanColour
@@ -485,6 +518,31 @@ fn image_processor(dir: &Path, tower_dir: Option<&Path>, config: &LlavaConfig) -
         r#"{{"image_processor_type": "CLIPImageProcessor", "size": {{"shortest_edge": {size}}}, "crop_size": {{"height": {size}, "width": {size}}}}}"#
     );
     ImageProcessorConfig::from_json_str_with(&settings, "the built-in CLIP image processor", pad)
+}
+
+/// A LLaVA-NeXT checkpoint's image processor. The model's tile grids (config.json) decide
+/// how an image is cut; a processor that lists other grids would cut the image into tiles
+/// the model does not expect, so that is refused.
+fn tiling_processor(dir: &Path, grids: &[anyres::Size]) -> Result<ImageProcessorConfig> {
+    let processor = ImageProcessorConfig::from_dir_tiled(dir)?;
+    if let Some(own) = processor.pinpoints() {
+        if own != grids {
+            let list = |sizes: &[anyres::Size]| {
+                sizes
+                    .iter()
+                    .map(|s| format!("[{}, {}]", s.height, s.width))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(Error::model(format!(
+                "{}: the image processor's image_grid_pinpoints [{}] differ from config.json's [{}]",
+                dir.display(),
+                list(own),
+                list(grids)
+            )));
+        }
+    }
+    Ok(processor)
 }
 
 /// The separate checkpoint an original-layout tower is loaded from, or `None` when the

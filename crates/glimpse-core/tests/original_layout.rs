@@ -209,8 +209,8 @@ fn separate_clip_directory_gives_the_llava_hf_logits() {
 
     // The same prompt, the image slots aside.
     let hf_image = Expected::load(MODEL).json["image_token_index"].as_u64().unwrap() as u32;
-    let hf_ids = hf.prompt_ids(&request.messages, 1).unwrap();
-    let ids = original.prompt_ids(&request.messages, 1).unwrap();
+    let hf_ids = hf.prompt_ids(&request.messages, &request.images).unwrap();
+    let ids = original.prompt_ids(&request.messages, &request.images).unwrap();
     let as_hf: Vec<u32> = ids
         .iter()
         .map(|&id| if id == SPLICED_IMAGE_TOKEN { hf_image } else { id })
@@ -252,7 +252,8 @@ fn a_tower_inside_the_checkpoint_wins_over_the_clip_directory() {
 #[test]
 fn prompt_ids_follow_tokenizer_image_token_with_the_vicuna_v1_prompt() {
     let engine = OriginalCopy::new(false, None).load().unwrap();
-    let messages = Expected::load(MODEL).messages();
+    let expected = Expected::load(MODEL);
+    let messages = expected.messages();
     let reference: [i64; 124] = [
         1, 376, 373, 375, 368, 327, 342, 345, 414, 336, 357, 373, 343, 362, 370, 341, 353, 343, 341, 508, 391, 357,
         336, 357, 340, 342, 331, 328, 331, 325, 331, 323, 334, 388, 489, 462, 331, 366, 336, 325, 327, 357, 341, 341,
@@ -269,7 +270,7 @@ fn prompt_ids_follow_tokenizer_image_token_with_the_vicuna_v1_prompt() {
             id => vec![id as u32],
         })
         .collect();
-    assert_eq!(engine.prompt_ids(&messages, 1).unwrap(), want);
+    assert_eq!(engine.prompt_ids(&messages, &expected.images()).unwrap(), want);
 }
 
 #[test]

@@ -296,14 +296,14 @@ mod tests {
             .map(|i| ((i * (31 + 6 * case.image)) % (13 + case.image)) as f32 / 6.0 - 1.0)
             .collect();
         let (image, _) = model.encode_image(b, &pixels, plan.encoder.as_deref()).unwrap();
-        let slot = model.config.image_seq_len();
+        let slot = image.slot_len;
         let image_token = model.config.image_token_index;
         let mut ids = vec![1u32, 40];
         ids.extend(std::iter::repeat_n(image_token, image.tokens.len()));
         ids.extend((0..case.text as u32).map(|t| 41 + (t * 7 + case.image as u32) % 50));
         let images = vec![image];
         let prompt = PreparedPrompt {
-            sequence: initial_sequence(&ids, image_token, &images, slot, plan.positions),
+            sequence: initial_sequence(&ids, image_token, &images, plan.positions),
             unreduced_len: ids.len() - images[0].tokens.len() + slot,
             ids,
             images,

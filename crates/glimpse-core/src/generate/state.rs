@@ -378,13 +378,12 @@ fn image_report<B: Backend>(image: &EncodedImage<B>) -> ImageReport {
 }
 
 /// The rows of an unreduced-or-stage-1-reduced prompt: text rows count positions one by
-/// one, an image's slot spans `slot_len` positions whatever its token count, and each
+/// one, an image's slot spans its `slot_len` positions whatever its token count, and each
 /// visual token sits at its slot's start plus its offset.
 pub(crate) fn initial_sequence<B: Backend>(
     ids: &[u32],
     image_token: u32,
     images: &[EncodedImage<B>],
-    slot_len: usize,
     mode: PositionMode,
 ) -> Sequence {
     let mut rows = Vec::with_capacity(ids.len());
@@ -413,7 +412,7 @@ pub(crate) fn initial_sequence<B: Backend>(
                 }),
             });
         }
-        position += slot_len as u32;
+        position += images[image].slot_len as u32;
         i += count;
         image += 1;
     }
@@ -440,6 +439,7 @@ mod tests {
             keys: vec![],
             grid: 2,
             window_similarity: vec![],
+            slot_len: 4,
         }
     }
 
@@ -448,12 +448,12 @@ mod tests {
         let b = CpuBackend::new(Some(1)).unwrap();
         let images = [merged_image(&b)];
         let ids = [1, 9, 9, 5, 6];
-        let seq = initial_sequence(&ids, 9, &images, 4, PositionMode::Original);
+        let seq = initial_sequence(&ids, 9, &images, PositionMode::Original);
         assert_eq!(seq.positions(), vec![0, 1, 3, 5, 6]);
         assert_eq!(seq.origins(), vec![0, 1, 3, 5, 6]);
         assert_eq!(seq.vision_rows(0), vec![1, 2]);
         assert_eq!(seq.text_after_images(), vec![3, 4]);
-        let compact = initial_sequence(&ids, 9, &images, 4, PositionMode::Compact);
+        let compact = initial_sequence(&ids, 9, &images, PositionMode::Compact);
         assert_eq!(compact.positions(), vec![0, 1, 2, 3, 4]);
         assert_eq!(compact.origins(), vec![0, 1, 3, 5, 6], "identity survives renumbering");
     }
@@ -494,7 +494,7 @@ mod admission_tests {
     fn run(model: &Llava<CpuBackend>, b: &CpuBackend, plan: ReductionPlan<'_, CpuBackend>) -> Vec<Vec<f32>> {
         let ids = vec![1u32, 40, 41, 42, 43];
         let prompt = PreparedPrompt {
-            sequence: initial_sequence::<CpuBackend>(&ids, u32::MAX, &[], 0, PositionMode::Original),
+            sequence: initial_sequence::<CpuBackend>(&ids, u32::MAX, &[], PositionMode::Original),
             unreduced_len: ids.len(),
             ids,
             images: Vec::new(),
@@ -521,14 +521,14 @@ mod admission_tests {
             .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
             .collect();
         let (image, _) = model.encode_image(&b, &pixels, plan.encoder.as_deref()).unwrap();
-        let slot = model.config.image_seq_len();
+        let slot = image.slot_len;
         let image_token = model.config.image_token_index;
         let mut ids = vec![1u32, 40];
         ids.extend(std::iter::repeat_n(image_token, image.tokens.len()));
         ids.extend([41, 42, 43]);
         let images = vec![image];
         let prompt = PreparedPrompt {
-            sequence: initial_sequence(&ids, image_token, &images, slot, PositionMode::Original),
+            sequence: initial_sequence(&ids, image_token, &images, PositionMode::Original),
             unreduced_len: ids.len() - images[0].tokens.len() + slot,
             ids,
             images,

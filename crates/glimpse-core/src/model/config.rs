@@ -2,7 +2,8 @@
 //!
 //! Two file formats are read:
 //! - Hugging Face's `LlavaConfig` (model_type "llava") with a CLIP vision sub-config and a
-//!   Llama-family text sub-config (llava-hf checkpoints);
+//!   Llama-family text sub-config (llava-hf checkpoints), and its `LlavaNextConfig`
+//!   (model_type "llava_next"), the same plus the tile grids of `image_grid_pinpoints`;
 //! - the original LLaVA release's `LlavaConfig` (model_type "llava_llama", as
 //!   liuhaotian/llava-v1.5-* and Dynamic-LLaVA ship it): flat Llama fields plus `mm_*`
 //!   fields naming a CLIP tower whose own config lives in a separate CLIP directory (or, for
@@ -18,6 +19,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::anyres;
 use crate::error::{Error, Result};
 
 /// Activation functions named by HF configs.
@@ -171,6 +173,9 @@ pub struct LlavaConfig {
     pub format: CheckpointFormat,
     /// Dynamic-LLaVA's predictor and reduction settings, when config.json has them.
     pub sparse: Option<SparseConfig>,
+    /// LLaVA-NeXT's tile grids (`image_grid_pinpoints`, height × width in pixels): present
+    /// for a NeXT checkpoint, whose images are cut into tiles (see `model::anyres`).
+    pub image_grid_pinpoints: Option<Vec<anyres::Size>>,
 }
 
 impl LlavaConfig {
@@ -252,7 +257,20 @@ impl LlavaConfig {
         resolve(raw, generation_eos, &file)
     }
 
-    /// Number of vision tokens one image becomes.
+    /// The most tokens one image can take in the prompt: a whole-image model's fixed
+    /// count, or the largest tile grid's with every feature row kept (LLaVA-NeXT).
+    pub fn max_image_seq_len(&self) -> usize {
+        let tile = self.vision.image_size;
+        let side = tile / self.vision.patch_size;
+        let tiled = self.image_grid_pinpoints.iter().flatten().map(|grid| {
+            let (rows, cols) = (grid.height / tile * side, grid.width / tile * side);
+            side * side + rows * (cols + 1)
+        });
+        tiled.max().unwrap_or_else(|| self.image_seq_len())
+    }
+
+    /// Number of vision tokens one image becomes; for LLaVA-NeXT, its base image alone (the
+    /// tiles' count depends on the image, see `model::anyres`).
     pub fn image_seq_len(&self) -> usize {
         let grid = self.vision.image_size / self.vision.patch_size;
         match self.vision_feature_select_strategy {
@@ -285,6 +303,7 @@ struct RawLlavaConfig {
     image_token_id: Option<u32>,
     #[serde(default)]
     vision_feature_layer: Value,
+    image_grid_pinpoints: Option<Vec<[usize; 2]>>,
     vision_feature_select_strategy: Option<String>,
     projector_hidden_act: Option<String>,
     multimodal_projector_bias: Option<bool>,
@@ -513,7 +532,7 @@ fn known_vision_tower(name: &str) -> Option<VisionConfig> {
 // Resolution: defaults, validation, one error line per problem.
 
 fn resolve(raw: RawLlavaConfig, generation_eos: Option<Vec<u32>>, file: &str) -> Result<LlavaConfig> {
-    check_architecture(&raw, file)?;
+    let family = check_architecture(&raw, file)?;
 
     let vision = resolve_vision(raw.vision_config.as_ref(), file)?;
     let top_tie = raw.tie_word_embeddings.unwrap_or(false);
@@ -533,6 +552,15 @@ fn resolve(raw: RawLlavaConfig, generation_eos: Option<Vec<u32>>, file: &str) ->
                 "{file}: unsupported vision_feature_select_strategy '{other}' (expected 'default' or 'full')"
             )))
         }
+    };
+    let image_grid_pinpoints = match family {
+        HfFamily::Llava => None,
+        HfFamily::LlavaNext => Some(grid_pinpoints(
+            raw.image_grid_pinpoints.as_deref(),
+            &vision,
+            vision_feature_select_strategy,
+            file,
+        )?),
     };
     let projector_hidden_act = activation(
         raw.projector_hidden_act.as_deref().unwrap_or("gelu"),
@@ -562,6 +590,7 @@ fn resolve(raw: RawLlavaConfig, generation_eos: Option<Vec<u32>>, file: &str) ->
         eos_token_ids,
         format: CheckpointFormat::LlavaHf,
         sparse: raw.sparse_config.map(|s| sparse_config(s, file)).transpose()?,
+        image_grid_pinpoints,
     })
 }
 
@@ -651,6 +680,7 @@ fn resolve_original(
             pad_to_square: aspect == "pad",
         }),
         sparse: raw.sparse_config.map(|s| sparse_config(s, file)).transpose()?,
+        image_grid_pinpoints: None,
     })
 }
 
@@ -703,16 +733,28 @@ fn sparse_config(raw: RawSparseConfig, file: &str) -> Result<SparseConfig> {
     Ok(config)
 }
 
-fn check_architecture(raw: &RawLlavaConfig, file: &str) -> Result<()> {
-    const ARCH: &str = "LlavaForConditionalGeneration";
-    let arch_ok = raw.architectures.as_ref().is_none_or(|a| a.iter().any(|n| n == ARCH));
-    let type_ok = match raw.model_type.as_deref() {
-        Some(t) => t == "llava",
-        // Without model_type, trust an explicit LLaVA architecture entry.
-        None => raw.architectures.is_some() && arch_ok,
-    };
-    if arch_ok && type_ok {
-        return Ok(());
+/// Which llava-hf class a config.json describes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HfFamily {
+    Llava,
+    LlavaNext,
+}
+
+fn check_architecture(raw: &RawLlavaConfig, file: &str) -> Result<HfFamily> {
+    const FAMILIES: [(HfFamily, &str, &str); 2] = [
+        (HfFamily::Llava, "llava", "LlavaForConditionalGeneration"),
+        (HfFamily::LlavaNext, "llava_next", "LlavaNextForConditionalGeneration"),
+    ];
+    let named = |arch: &str| raw.architectures.as_ref().is_none_or(|a| a.iter().any(|n| n == arch));
+    let found = FAMILIES
+        .iter()
+        .find(|(_, model_type, arch)| match raw.model_type.as_deref() {
+            Some(t) => t == *model_type && named(arch),
+            // Without model_type, trust an explicit architecture entry.
+            None => raw.architectures.is_some() && named(arch),
+        });
+    if let Some(&(family, _, _)) = found {
+        return Ok(family);
     }
     let found = match (&raw.model_type, &raw.architectures) {
         (Some(t), Some(a)) => format!("model_type '{t}', architectures {a:?}"),
@@ -721,8 +763,39 @@ fn check_architecture(raw: &RawLlavaConfig, file: &str) -> Result<()> {
         (None, None) => "no model_type or architectures".to_string(),
     };
     Err(Error::model(format!(
-        "{file}: unsupported architecture ({found}); glimpse runs LLaVA checkpoints (model_type 'llava', {ARCH}, or the original release's model_type '{ORIGINAL_MODEL_TYPE}')"
+        "{file}: unsupported architecture ({found}); glimpse runs LLaVA checkpoints (model_type 'llava' or 'llava_next', LlavaForConditionalGeneration, LlavaNextForConditionalGeneration, or the original release's model_type '{ORIGINAL_MODEL_TYPE}')"
     )))
+}
+
+/// LLaVA-NeXT's tile grids: the config's, else `LlavaNextConfig`'s default. Each must be a
+/// whole number of tower inputs, since the model cuts its feature grid by that count; and
+/// the features must be the tower's patches alone, since NeXT lays them out as a grid.
+fn grid_pinpoints(
+    raw: Option<&[[usize; 2]]>,
+    vision: &VisionConfig,
+    select: FeatureSelect,
+    file: &str,
+) -> Result<Vec<anyres::Size>> {
+    const NEXT_DEFAULT: [[usize; 2]; 5] = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]];
+    let pinpoints = raw.unwrap_or(&NEXT_DEFAULT);
+    if pinpoints.is_empty() {
+        return Err(Error::model(format!("{file}: image_grid_pinpoints is empty")));
+    }
+    let tile = vision.image_size;
+    if let Some([h, w]) = pinpoints
+        .iter()
+        .find(|[h, w]| *h == 0 || *w == 0 || !h.is_multiple_of(tile) || !w.is_multiple_of(tile))
+    {
+        return Err(Error::model(format!(
+            "{file}: image_grid_pinpoints entry [{h}, {w}] is not a grid of whole {tile}-pixel tiles (the vision tower's image_size)"
+        )));
+    }
+    if select == FeatureSelect::Full {
+        return Err(Error::model(format!(
+            "{file}: vision_feature_select_strategy 'full' cannot be used by LLaVA-NeXT, which lays the patch features out as a grid"
+        )));
+    }
+    Ok(pinpoints.iter().map(|&[h, w]| anyres::Size::new(h, w)).collect())
 }
 
 fn resolve_vision(raw: Option<&RawVisionConfig>, file: &str) -> Result<VisionConfig> {
@@ -1378,7 +1451,7 @@ mod tests {
         let err = parse_err(r#"{"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"]}"#);
         assert_eq!(
             err.message,
-            "m/config.json: unsupported architecture (model_type 'qwen2_vl', architectures [\"Qwen2VLForConditionalGeneration\"]); glimpse runs LLaVA checkpoints (model_type 'llava', LlavaForConditionalGeneration, or the original release's model_type 'llava_llama')"
+            "m/config.json: unsupported architecture (model_type 'qwen2_vl', architectures [\"Qwen2VLForConditionalGeneration\"]); glimpse runs LLaVA checkpoints (model_type 'llava' or 'llava_next', LlavaForConditionalGeneration, LlavaNextForConditionalGeneration, or the original release's model_type 'llava_llama')"
         );
         let err = parse_err(r#"{"model_type": "llava", "text_config": {"model_type": "qwen2"}}"#);
         assert_eq!(
@@ -1400,6 +1473,51 @@ mod tests {
         // Without model_type an explicit LLaVA architecture is enough.
         assert!(parse(r#"{"architectures": ["LlavaForConditionalGeneration"]}"#).is_ok());
         assert!(parse(r#"{}"#).is_err());
+    }
+
+    #[test]
+    fn llava_next_reads_its_tile_grids() {
+        let size = |h, w| anyres::Size::new(h, w);
+        // LlavaNextConfig's default grids, in order.
+        let config = parse(r#"{"model_type": "llava_next"}"#).expect("config");
+        assert_eq!(
+            config.image_grid_pinpoints,
+            Some(vec![
+                size(336, 672),
+                size(672, 336),
+                size(672, 672),
+                size(1008, 336),
+                size(336, 1008)
+            ])
+        );
+        let config = parse(
+            r#"{"architectures": ["LlavaNextForConditionalGeneration"], "vision_config": {"image_size": 48, "patch_size": 4},
+                "image_grid_pinpoints": [[48, 96], [96, 48]]}"#,
+        )
+        .expect("config");
+        assert_eq!(config.image_grid_pinpoints, Some(vec![size(48, 96), size(96, 48)]));
+        // A plain LLaVA config has no tiles, whatever it carries.
+        let config = parse(r#"{"model_type": "llava", "image_grid_pinpoints": [[336, 672]]}"#).expect("config");
+        assert_eq!(config.image_grid_pinpoints, None);
+    }
+
+    #[test]
+    fn llava_next_grid_checks() {
+        let err = parse_err(r#"{"model_type": "llava_next", "image_grid_pinpoints": [[336, 672], [336, 500]]}"#);
+        assert_eq!(
+            err.message,
+            "m/config.json: image_grid_pinpoints entry [336, 500] is not a grid of whole 336-pixel tiles (the vision tower's image_size)"
+        );
+        let err = parse_err(r#"{"model_type": "llava_next", "image_grid_pinpoints": []}"#);
+        assert_eq!(err.message, "m/config.json: image_grid_pinpoints is empty");
+        let err = parse_err(r#"{"model_type": "llava_next", "vision_feature_select_strategy": "full"}"#);
+        assert!(
+            err.message.contains("'full' cannot be used by LLaVA-NeXT"),
+            "{}",
+            err.message
+        );
+        let err = parse_err(r#"{"model_type": "llava_next", "architectures": ["LlavaForConditionalGeneration"]}"#);
+        assert!(err.message.contains("unsupported architecture"), "{}", err.message);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! LLaVA: CLIP vision tower → projector → Llama, with image features spliced into the
 //! token embeddings where the prompt holds image tokens.
 
+use super::anyres::AnyresLayout;
 use super::clip::ClipVision;
 use super::config::LlavaConfig;
 use super::llama::Llama;
+use super::next_packing::{self, CropTokens, PackedSource};
 use super::predictor::DynamicPredictors;
 use super::projector::Projector;
 use super::weights::Weights;
@@ -20,6 +22,8 @@ const CLIP_VISION_PREFIX: &str = "vision_model";
 const PROJECTOR_PREFIX: &str = "multi_modal_projector";
 const DECODER_PREFIX: &str = "language_model.model";
 const LM_HEAD_PREFIX: &str = "language_model.lm_head";
+/// LLaVA-NeXT's learned end-of-row embedding, at the checkpoint's top level.
+const IMAGE_NEWLINE: &str = "image_newline";
 
 /// Whether a checkpoint carries the vision tower itself (in any layout `Weights` reads).
 pub fn has_vision_tower(weights: &Weights) -> bool {
@@ -31,6 +35,8 @@ pub struct Llava<B: Backend> {
     pub vision: ClipVision<B>,
     pub projector: Projector<B>,
     pub language: Llama<B>,
+    /// LLaVA-NeXT's end-of-row embedding (`[hidden]`), for a checkpoint with tile grids.
+    pub image_newline: Option<B::Weight>,
     /// Dynamic-LLaVA's trained predictors, when the checkpoint (or a side file) has them;
     /// see [`DynamicPredictors::load`].
     pub predictors: Option<DynamicPredictors<B>>,
@@ -60,11 +66,17 @@ impl<B: Backend> Llava<B> {
             &Loader::new(weights, b, LM_HEAD_PREFIX),
             &config.text,
         )?;
+        let image_newline = Loader::new(weights, b, "").get_if(
+            config.image_grid_pinpoints.is_some(),
+            IMAGE_NEWLINE,
+            &[config.text.hidden_size],
+        )?;
         Ok(Llava {
             config,
             vision,
             projector,
             language,
+            image_newline,
             predictors: None,
         })
     }
@@ -104,9 +116,78 @@ impl<B: Backend> Llava<B> {
             keys: output.keys,
             grid: self.vision.grid(),
             window_similarity: output.window_similarity,
+            slot_len: self.config.image_seq_len(),
         };
         b.check()?;
         Ok((image, output.flops))
+    }
+
+    /// One LLaVA-NeXT image's crops (the base image, then the tiles of `layout` row by row,
+    /// each the pixel values of one tower input) → its language-model embeddings packed as
+    /// transformers packs them (see `next_packing`), with a stage-1 `reducer` run on every
+    /// crop.
+    pub fn encode_tiled_image(
+        &self,
+        b: &B,
+        crops: &[Vec<f32>],
+        layout: &AnyresLayout,
+        reducer: Option<&dyn EncoderReducer<B>>,
+    ) -> Result<(EncodedImage<B>, f64)> {
+        let newline = self
+            .image_newline
+            .as_ref()
+            .ok_or_else(|| Error::internal("a tiled image needs a model with an image_newline embedding"))?;
+        // Every crop's features, one after another; then the newline as one more row.
+        let mut features = b.new_tensor();
+        let mut crop_features = b.new_tensor();
+        let mut crop_tokens = Vec::with_capacity(crops.len());
+        let mut crop_starts = Vec::with_capacity(crops.len());
+        let mut window_similarity = Vec::new();
+        let mut flops = 0.0;
+        for pixels in crops {
+            let output = self.vision.forward(b, pixels, reducer, &mut crop_features)?;
+            let (rows, cols) = b.shape(&crop_features);
+            let start = b.shape(&features).0;
+            b.reserve_rows(&mut features, start + rows, cols);
+            b.copy_rows(&crop_features, 0, &mut features, start, rows);
+            crop_starts.push(start);
+            crop_tokens.push(CropTokens {
+                tokens: output.tokens,
+                keys: output.keys,
+            });
+            window_similarity.extend(output.window_similarity);
+            flops += output.flops;
+        }
+        let mut projected = b.new_tensor();
+        self.projector.forward(b, &features, &mut projected);
+        let (rows, hidden) = b.shape(&projected);
+        let mut newline_row = b.new_tensor();
+        b.gather_rows(newline, &[0], &mut newline_row);
+        b.reserve_rows(&mut projected, rows + 1, hidden);
+        b.copy_rows(&newline_row, 0, &mut projected, rows, 1);
+
+        let packing = next_packing::pack(layout, &crop_tokens);
+        let sources: Vec<usize> = packing
+            .sources
+            .iter()
+            .map(|source| match *source {
+                PackedSource::Crop { crop, token } => crop_starts[crop] + token,
+                PackedSource::Newline => rows,
+            })
+            .collect();
+        let mut embeddings = b.new_tensor();
+        b.select_rows(&projected, &sources, &mut embeddings);
+        let image = EncodedImage {
+            embeddings,
+            tokens: packing.tokens,
+            offsets: packing.offsets,
+            keys: packing.keys,
+            grid: layout.tile_side,
+            window_similarity,
+            slot_len: packing.slot_len,
+        };
+        b.check()?;
+        Ok((image, flops))
     }
 
     /// Embeds `ids` into `out` [n, H], replacing each run of image tokens by the next

@@ -5,6 +5,7 @@ pub mod clip;
 pub mod config;
 pub mod llama;
 pub mod llava;
+pub mod next_packing;
 pub mod predictor;
 pub mod preprocess;
 pub mod projector;

@@ -363,12 +363,13 @@ const LAYOUTS: &[Renames] = &[
     // its `vision_model.` level.
     &[("vision_tower.vision_model.", "vision_tower.")],
     // transformers 4.52+ module names (a 4.x model's state_dict; found in re-uploaded
-    // checkpoints): a `model.` root, lm_head at the top.
+    // checkpoints): a `model.` root, lm_head at the top, NeXT's newline under the root.
     &[
         ("vision_tower.", "model.vision_tower."),
         ("multi_modal_projector.", "model.multi_modal_projector."),
         ("language_model.model.", "model.language_model."),
         ("language_model.lm_head.", "lm_head."),
+        ("image_newline", "model.image_newline"),
     ],
     // transformers 5.x state_dict (saved directly from a loaded model): as above, and the
     // CLIP tower without `vision_model.`.
@@ -377,6 +378,7 @@ const LAYOUTS: &[Renames] = &[
         ("multi_modal_projector.", "model.multi_modal_projector."),
         ("language_model.model.", "model.language_model."),
         ("language_model.lm_head.", "lm_head."),
+        ("image_newline", "model.image_newline"),
     ],
     // Original LLaVA (LlavaLlamaForCausalLM): Llama at the root, the projector as an
     // nn.Sequential (Linear, GELU, Linear), the CLIP tower wrapped in a second vision_tower.

@@ -22,6 +22,8 @@ pub struct EncodedImage<B: Backend> {
     pub grid: usize,
     /// Stage-1 merge similarity of every window, when a merge ran (for reports and tests).
     pub window_similarity: Vec<f32>,
+    /// Tokens the image takes in the unreduced prompt (its slot, whatever stage 1 left).
+    pub slot_len: usize,
 }
 
 /// Which image token a row holds.

@@ -2,9 +2,11 @@
 //!
 //! Decoding tokens one by one is wrong for two reasons: SentencePiece decoders drop the
 //! leading space of the first token they see, and byte-fallback tokens (`<0xE2>`) only
-//! form a character together. So each step decodes a short window of recent tokens twice,
-//! with and without the new ones, and emits the difference once it no longer ends in a
-//! partial character. The window starts at the token after the last-but-one emission, so it
+//! form text together: a run of them is decoded as a whole, and a run that is not valid
+//! UTF-8 becomes one replacement character per byte, even bytes that alone would be
+//! characters. So each step decodes a short window of recent tokens twice, with and
+//! without the new ones, and emits the difference once the window no longer ends inside a
+//! run of byte tokens or a partial character. The window starts at the token after the last-but-one emission, so it
 //! holds a little context and stays short: no step re-decodes the whole history.
 
 use crate::error::Result;
@@ -35,6 +37,10 @@ impl<'a> IncrementalDetokenizer<'a> {
     /// Adds one generated token; returns the newly completed text (possibly empty).
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.ids.push(id);
+        if self.tokenizer.is_byte_token(id) {
+            // The run may go on, and what it decodes to depends on all of it.
+            return Ok(String::new());
+        }
         let (emitted, full) = self.decode_window()?;
         if full.len() <= emitted.len() || full.ends_with(REPLACEMENT) {
             // Nothing new, or the new tokens end inside a character: wait for more.
@@ -117,7 +123,7 @@ mod tests {
         let ids = [1, 3, 4, 5, 6, 10, 11, 7, 8, 9, 12, 2];
         let mut detokenizer = IncrementalDetokenizer::new(&tokenizer);
         let pieces = push_all(&mut detokenizer, &ids);
-        assert_eq!(pieces, ["", "Hello", " w", "", "ö", "rld", " ", "", "", "€", "!", ""]);
+        assert_eq!(pieces, ["", "Hello", " w", "", "", "örld", " ", "", "", "", "€!", ""]);
         assert_eq!(detokenizer.finish().unwrap(), "");
         // The Python `tokenizers` library decodes the same ids to this text.
         assert_eq!(pieces.concat(), "Hello wörld €!");
@@ -131,6 +137,19 @@ mod tests {
         let mut detokenizer = IncrementalDetokenizer::new(&tokenizer);
         let pieces = push_all(&mut detokenizer, &ids);
         assert_eq!(pieces, ["", "Hello", "", " w"]);
+        assert_eq!(pieces.concat(), tokenizer.decode(&ids, true).unwrap());
+    }
+
+    /// `<0xC3> <0xB6>` alone is "ö", but in a run that is not valid UTF-8 each byte is a
+    /// replacement character: the stream waits for the run to end.
+    #[test]
+    fn a_byte_run_is_decoded_as_a_whole() {
+        let (_dir, tokenizer) = tokenizer("detok-run");
+        // <0xC3> <0xB6> <0xAC> "!": ö then a stray continuation byte.
+        let ids = [3, 5, 6, 9, 12];
+        let mut detokenizer = IncrementalDetokenizer::new(&tokenizer);
+        let pieces = push_all(&mut detokenizer, &ids);
+        assert_eq!(pieces, ["Hello", "", "", "", "\u{FFFD}\u{FFFD}\u{FFFD}!"]);
         assert_eq!(pieces.concat(), tokenizer.decode(&ids, true).unwrap());
     }
 
@@ -180,7 +199,15 @@ mod tests {
             let piece = detokenizer.push(*id).unwrap();
             assert!(!piece.contains(REPLACEMENT), "half a character streamed: {piece:?}");
             streamed.push_str(&piece);
-            assert_eq!(streamed, expected.trim_end_matches(REPLACEMENT));
+            if tokenizer.is_byte_token(*id) {
+                // Inside a run of byte tokens the text waits for the run to end.
+                assert!(
+                    expected.starts_with(&streamed),
+                    "{streamed:?} runs ahead of {expected:?}"
+                );
+            } else {
+                assert_eq!(streamed, expected.trim_end_matches(REPLACEMENT));
+            }
         }
         streamed.push_str(&detokenizer.finish().unwrap());
         assert_eq!(streamed, stream["decoded"].as_str().unwrap());

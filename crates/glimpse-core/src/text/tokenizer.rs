@@ -66,6 +66,19 @@ impl TextTokenizer {
             .map_err(|e| Error::internal(format!("cannot decode token ids: {e}")))
     }
 
+    /// Whether `id` is a byte-fallback token (`<0xE2>`): decoders turn a run of them into
+    /// text only as a whole (a run that is not valid UTF-8 becomes one replacement
+    /// character per byte, even where a byte alone would be a character).
+    pub fn is_byte_token(&self, id: u32) -> bool {
+        self.inner.id_to_token(id).is_some_and(|token| {
+            let bytes = token.as_bytes();
+            bytes.len() == 6
+                && token.starts_with("<0x")
+                && token.ends_with('>')
+                && bytes[3..5].iter().all(u8::is_ascii_hexdigit)
+        })
+    }
+
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

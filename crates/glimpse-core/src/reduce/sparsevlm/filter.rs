@@ -340,6 +340,7 @@ mod tests {
                 keys: Vec::new(),
                 grid: 0,
                 window_similarity: Vec::new(),
+                slot_len: tokens,
             });
         }
         (Sequence { rows }, encoded)
