@@ -48,7 +48,7 @@ pub(crate) fn build<'m, B: Backend>(cfg: &Config, model: &'m Llava<B>, plan: &mu
     let layer = cfg.k - 1;
     check_layers("fastv", &[layer], model.language.n_layers())?;
     if let Budget::Keep(n) = cfg.budget {
-        check_budget("fastv", n, model.config.image_seq_len())?;
+        check_budget("fastv", n, model.config.max_image_seq_len())?;
     }
     plan.filter = Some(Box::new(FastVFilter {
         layers: [layer],

@@ -113,7 +113,7 @@ pub(crate) fn build<'m, B: Backend>(cfg: &Config, model: &'m Llava<B>, plan: &mu
         model.language.n_layers(),
     )?;
     if let Budget::Keep(n) = cfg.budget {
-        check_budget("mustdrop", n, model.config.image_seq_len())?;
+        check_budget("mustdrop", n, model.config.max_image_seq_len())?;
     }
     plan.encoder = Some(Box::new(encoder::MustDropEncoder {
         tau: cfg.tau,

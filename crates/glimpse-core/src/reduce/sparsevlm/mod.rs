@@ -75,7 +75,7 @@ pub(crate) fn build<'m, B: Backend>(cfg: &Config, model: &'m Llava<B>, plan: &mu
         model.language.n_layers(),
     )?;
     if let Budget::Keep(n) = cfg.budget {
-        let tokens = model.config.image_seq_len();
+        let tokens = model.config.max_image_seq_len();
         check_budget("sparsevlm", n, tokens)?;
         if cfg.recycle {
             check_room_for_recycling(n, tokens, layers.len())?;

@@ -1,0 +1,170 @@
+//! Every reduction method on LLaVA-NeXT: budgets count over all of an image's crops (its
+//! newline rows included), MustDrop merges within each crop, a plan that keeps every token
+//! changes nothing, and the report says what happened per crop.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use common::Expected;
+use glimpse_core::engine::GenerateOutput;
+use glimpse_core::generate::SamplingParams;
+use glimpse_core::reduce::ReduceSpec;
+use glimpse_core::{Engine, GenerateRequest, LoadOptions};
+
+/// Two images in one prompt: 378 tokens (base 144, 18 rows of 12 + newline) and 644
+/// (base 144, 20 rows of 24 + newline).
+const MODEL: &str = "tiny-llava-next-vicuna";
+const IMAGE_TOKENS: [usize; 2] = [378, 644];
+/// Patches of one crop (12 × 12).
+const CROP: u32 = 144;
+
+fn request(expected: &Expected, reduce: &str, max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        messages: expected.messages(),
+        images: expected.images(),
+        sampling: SamplingParams::default(),
+        max_tokens,
+        stop: vec![],
+        ignore_eos: true,
+        reduce: ReduceSpec::parse(reduce).unwrap(),
+    }
+}
+
+fn load(dir: &Path) -> Engine {
+    Engine::load(
+        dir,
+        LoadOptions {
+            threads: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn generate(engine: &Engine, request: &GenerateRequest) -> GenerateOutput {
+    engine.generate(request, &AtomicBool::new(false), &mut |_| {}).unwrap()
+}
+
+#[test]
+fn plans_that_keep_every_token_give_the_unreduced_logits() {
+    let expected = Expected::load(MODEL);
+    let engine = load(&expected.model_dir());
+    let none = engine.next_token_logits(&request(&expected, "none", 1)).unwrap();
+    // 744 is the most a tiny NeXT image can take (base + the 2×2 grid's 24 rows of 25).
+    for spec in [
+        "fastv:k=1,keep=744",
+        "mustdrop:keep=744,merge=off,layers=0/1,evict=0",
+        "sparsevlm:keep=744,layers=0/1",
+    ] {
+        let logits = engine.next_token_logits(&request(&expected, spec, 1)).unwrap();
+        assert_eq!(logits, none, "{spec}: logits differ from the unreduced run");
+    }
+    let err = engine
+        .next_token_logits(&request(&expected, "fastv:k=1,keep=745", 1))
+        .unwrap_err();
+    assert!(err.message.contains("between 1 and the 744 tokens"), "{}", err.message);
+}
+
+#[test]
+fn budgets_hold_over_all_crops_of_each_image() {
+    let expected = Expected::load(MODEL);
+    let engine = load(&expected.model_dir());
+    for spec in [
+        "fastv:k=1,keep=100",
+        "sparsevlm:keep=100,layers=1",
+        "mustdrop:keep=100,layers=0/1,tau=0.5,evict=0",
+    ] {
+        let out = generate(&engine, &request(&expected, spec, 2));
+        assert_eq!(out.stats.vision_tokens_in, IMAGE_TOKENS.iter().sum::<usize>(), "{spec}");
+        assert_eq!(out.stats.after_prefill, 200, "{spec}: 100 per image");
+        let last = out.reduction.filters.last().unwrap();
+        for (image, kept) in last.kept.iter().enumerate() {
+            assert_eq!(kept.len(), 100, "{spec}: image {image}");
+        }
+    }
+}
+
+/// MustDrop merges 3×3 windows inside each crop (never across two), and a tile's tokens
+/// whose first patch lies in the padding are gone with it.
+#[test]
+fn mustdrop_merges_within_each_crop() {
+    let expected = Expected::load(MODEL);
+    let engine = load(&expected.model_dir());
+    let out = generate(
+        &engine,
+        &request(&expected, "mustdrop:keep=100,layers=1,tau=0.5,evict=0", 1),
+    );
+    let mut merged = 0;
+    for (image, report) in out.reduction.images.iter().enumerate() {
+        let mut seen = std::collections::HashSet::new();
+        let mut newlines = 0;
+        for token in &report.tokens {
+            if token.patches.is_empty() {
+                newlines += 1;
+                continue;
+            }
+            let crop = token.patches[0] / CROP;
+            assert!(
+                token.patches.iter().all(|p| p / CROP == crop),
+                "a token spans two crops"
+            );
+            for &p in &token.patches {
+                assert!(seen.insert(p), "image {image}: patch {p} stands in two tokens");
+            }
+            merged += usize::from(token.patches.len() == 9);
+        }
+        // The base crop is never unpadded: all its patches are there.
+        assert!(
+            (0..CROP).all(|p| seen.contains(&p)),
+            "image {image}: base patches missing"
+        );
+        let rows = [18, 20][image];
+        assert_eq!(newlines, rows, "image {image}: one newline per kept feature row");
+    }
+    assert!(merged > 0, "tau=0.5 should merge some windows of the fixture images");
+    assert_eq!(
+        out.stats.after_encoder,
+        out.reduction.images.iter().map(|i| i.tokens.len()).sum::<usize>()
+    );
+}
+
+/// Dynamic-LLaVA's image predictor ranks every row of a NeXT image. The predictors come
+/// from the reduction fixture (the same hidden size), beside a copy of the NeXT model.
+#[test]
+fn dynamic_keeps_its_rate_of_every_image() {
+    let expected = Expected::load(MODEL);
+    let dir = model_with_predictors(&expected.model_dir());
+    let engine = load(&dir);
+    let out = generate(&engine, &request(&expected, "dynamic:keep_rate=0.25,text=off", 1));
+    let kept: Vec<usize> = out.reduction.filters[0].kept.iter().map(Vec::len).collect();
+    assert_eq!(kept, IMAGE_TOKENS.map(|n| n / 4).to_vec());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A copy of `model` with the reduction fixture's predictors and a `sparse_config` whose
+/// sparse layer exists in this two-layer model.
+fn model_with_predictors(model: &Path) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("glimpse-next-dynamic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(model).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let reduce = common::fixtures_dir().join("models/tiny-llava-reduce");
+    std::fs::copy(
+        reduce.join("predictors.safetensors"),
+        dir.join("predictors.safetensors"),
+    )
+    .unwrap();
+    let sparse: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reduce.join("config.json")).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let mut sparse = sparse["sparse_config"].clone();
+    sparse["sparse_layer"] = 1.into();
+    config["sparse_config"] = sparse;
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    dir
+}
