@@ -83,6 +83,11 @@ export interface LoadModelOptions {
   device?: string
   /** Storage type of the weights: `auto` (default: the checkpoint's), `f32`, `f16`, `bf16`. */
   dtype?: string
+  /**
+   * The most tokens one image may take before reduction; a tiling model (LLaVA-NeXT)
+   * picks smaller tile grids to stay within it.
+   */
+  maxImageTokens?: number
 }
 
 /** A chat message; a plain string content is shorthand for one text part. */

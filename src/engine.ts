@@ -227,6 +227,8 @@ export interface LoadOptions {
   device?: string;
   /** `auto` (the checkpoint's type), `f32`, `f16` or `bf16`. */
   dtype?: string;
+  /** The most tokens one image may take before reduction (tiling models pick smaller grids). */
+  maxImageTokens?: number;
 }
 
 export class Model {

@@ -22,6 +22,7 @@ import { TextPrinter } from '../output/text-printer.js';
 import {
   deviceOption,
   dtypeOption,
+  maxImageTokensOption,
   GlimpseCommand,
   isAbove,
   isWholeNumber,
@@ -100,6 +101,7 @@ ${reduceHelp()}
   visionTower = visionTowerOption();
   device = deviceOption();
   dtype = dtypeOption();
+  maxImageTokens = maxImageTokensOption();
   maxPixels = Option.String('--max-pixels', {
     description: `Refuse larger images (default: ${DEFAULT_MAX_PIXELS})`,
     validator: isWholeNumber(1),
@@ -203,6 +205,7 @@ ${reduceHelp()}
         visionTower: this.visionTower,
         device: this.device,
         dtype: this.dtype,
+        maxImageTokens: this.maxImageTokens,
       });
       return { images, model };
     } finally {

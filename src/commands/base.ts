@@ -47,6 +47,13 @@ export const dtypeOption = () =>
     validator: t.isEnum(['auto', 'f32', 'f16', 'bf16']),
   });
 
+export const maxImageTokensOption = () =>
+  Option.String('--max-image-tokens', {
+    description:
+      'Most tokens one image may take before any reduction; a tiling model (LLaVA-NeXT) cuts images into smaller grids to fit (default: no limit)',
+    validator: isWholeNumber(1),
+  });
+
 export const visionTowerOption = () =>
   Option.String('--vision-tower', {
     description: 'CLIP checkpoint directory for an original-layout LLaVA model that ships without its vision tower',

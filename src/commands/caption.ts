@@ -21,6 +21,7 @@ import { startProgress } from '../output/spinner.js';
 import {
   deviceOption,
   dtypeOption,
+  maxImageTokensOption,
   GlimpseCommand,
   isAbove,
   isWholeNumber,
@@ -115,6 +116,7 @@ ${reduceHelp()}
   visionTower = visionTowerOption();
   device = deviceOption();
   dtype = dtypeOption();
+  maxImageTokens = maxImageTokensOption();
   reduce = reduceOption();
   maxPixels = Option.String('--max-pixels', {
     description: `Refuse larger images (default: ${DEFAULT_MAX_PIXELS})`,
@@ -201,6 +203,7 @@ ${reduceHelp()}
         visionTower: this.visionTower,
         device: this.device,
         dtype: this.dtype,
+        maxImageTokens: this.maxImageTokens,
       });
     } finally {
       spinner.stop();

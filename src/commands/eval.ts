@@ -19,7 +19,14 @@ import { checkPlotPath, writeEvalPlot } from '../output/eval-plot.js';
 import { formatEvalTable, formatKindTable } from '../output/eval-table.js';
 import { BatchProgress, formatDuration } from '../output/progress.js';
 import { startProgress } from '../output/spinner.js';
-import { GlimpseCommand, isWholeNumber, reduceHelp, threadsOption, visionTowerOption } from './base.js';
+import {
+  GlimpseCommand,
+  isWholeNumber,
+  maxImageTokensOption,
+  reduceHelp,
+  threadsOption,
+  visionTowerOption,
+} from './base.js';
 
 export const DEFAULT_EVAL_MAX_TOKENS = 16;
 
@@ -66,6 +73,7 @@ ${reduceHelp()}`,
   model = Option.String('--model', { description: 'Model directory or cached Hugging Face repo id' });
   threads = threadsOption();
   visionTower = visionTowerOption();
+  maxImageTokens = maxImageTokensOption();
   limit = Option.String('--limit', { description: 'Evaluate only the first N questions', validator: isWholeNumber(1) });
   maxTokens = Option.String('--max-tokens', {
     description: `Most tokens per answer, unless a line gives max_tokens (default: ${DEFAULT_EVAL_MAX_TOKENS})`,
@@ -132,7 +140,11 @@ ${reduceHelp()}`,
     try {
       const items = (await readDataset(this.data)).slice(0, this.limit);
       spinner.update('Loading model');
-      const model = await Model.load(modelDir, { threads: this.threads, visionTower: this.visionTower });
+      const model = await Model.load(modelDir, {
+        threads: this.threads,
+        visionTower: this.visionTower,
+        maxImageTokens: this.maxImageTokens,
+      });
       return { items, model };
     } finally {
       spinner.stop();

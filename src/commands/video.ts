@@ -32,6 +32,7 @@ import { DEFAULT_MAX_TOKENS } from './ask.js';
 import {
   deviceOption,
   dtypeOption,
+  maxImageTokensOption,
   GlimpseCommand,
   isAbove,
   isWholeNumber,
@@ -127,6 +128,7 @@ ${reduceHelp()}
   visionTower = visionTowerOption();
   device = deviceOption();
   dtype = dtypeOption();
+  maxImageTokens = maxImageTokensOption();
   json = Option.Boolean('--json', false, { description: 'Print NDJSON events instead of text' });
   stats = Option.Boolean('--stats', false, { description: 'Print the frames and generation statistics to stderr' });
   reduce = reduceOption();
@@ -205,6 +207,7 @@ ${reduceHelp()}
         visionTower: this.visionTower,
         device: this.device,
         dtype: this.dtype,
+        maxImageTokens: this.maxImageTokens,
       });
       const { image_tokens: visionTokens, context_length: context } = model.info();
       if (times.length * visionTokens >= context) throw frameOverflow(times.length, visionTokens, context);

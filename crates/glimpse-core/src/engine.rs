@@ -38,6 +38,9 @@ pub struct LoadOptions {
     pub device: DeviceChoice,
     /// The type weights are stored in (`--dtype`); `None` keeps the checkpoint's.
     pub dtype: Option<DType>,
+    /// The most tokens one image may take before any reduction (`--max-image-tokens`): a
+    /// tiling model (LLaVA-NeXT) cuts each image into a smaller grid to stay within it.
+    pub max_image_tokens: Option<usize>,
 }
 
 /// What stands for an image in original-layout prompts (LLaVA's `DEFAULT_IMAGE_TOKEN`).
@@ -111,6 +114,7 @@ pub struct Engine {
     template: ChatTemplate,
     image_processor: ImageProcessorConfig,
     weight_summary: WeightSummary,
+    max_image_tokens: Option<usize>,
 }
 
 /// Totals over the checkpoint's tensors, for `inspect`.
@@ -162,6 +166,7 @@ impl Engine {
                 "the image processor makes {w}×{h} images but the vision tower takes {size}×{size}"
             )));
         }
+        check_image_budget(&config, options.max_image_tokens)?;
         let weights = Weights::open(dir)?;
         let weight_summary = WeightSummary::of(&weights);
         let tower_weights = vision_tower_weights(dir, tower_dir, &config, &weights)?;
@@ -183,6 +188,7 @@ impl Engine {
             template,
             image_processor,
             weight_summary,
+            max_image_tokens: options.max_image_tokens,
         })
     }
 
@@ -219,23 +225,40 @@ impl Engine {
         }
     }
 
-    /// How a LLaVA-NeXT checkpoint cuts `image` into tiles; `None` for a model that takes
-    /// every image whole.
-    pub fn tile_layout(&self, image: &RgbImage) -> Option<AnyresLayout> {
+    /// How a LLaVA-NeXT checkpoint cuts `image` into tiles (within `--max-image-tokens`);
+    /// `None` for a model that takes every image whole.
+    pub fn tile_layout(&self, image: &RgbImage) -> Result<Option<AnyresLayout>> {
         let cfg = self.config();
+        let Some(grids) = cfg.image_grid_pinpoints.as_deref() else {
+            return Ok(None);
+        };
         let size = anyres::Size::new(image.height as usize, image.width as usize);
-        AnyresLayout::new(
-            size,
-            cfg.image_grid_pinpoints.as_deref()?,
-            cfg.vision.image_size,
-            cfg.vision.patch_size,
-        )
+        let (tile, patch) = (cfg.vision.image_size, cfg.vision.patch_size);
+        let Some(max) = self.max_image_tokens else {
+            return Ok(AnyresLayout::new(size, grids, tile, patch));
+        };
+        match AnyresLayout::within(size, grids, tile, patch, max) {
+            Some(layout) => Ok(Some(layout)),
+            None => {
+                let fewest = grids
+                    .iter()
+                    .filter_map(|&grid| AnyresLayout::new(size, &[grid], tile, patch))
+                    .map(|layout| layout.image_tokens())
+                    .min()
+                    .unwrap_or_default();
+                Err(Error::usage(format!(
+                    "--max-image-tokens {max} is too few for a {}×{} image: its smallest tile grid gives it {fewest} tokens",
+                    image.width, image.height
+                )))
+            }
+        }
     }
 
     /// Tokens `image` takes in the prompt before any reduction.
-    pub fn image_tokens(&self, image: &RgbImage) -> usize {
-        self.tile_layout(image)
-            .map_or_else(|| self.config().image_seq_len(), |layout| layout.image_tokens())
+    pub fn image_tokens(&self, image: &RgbImage) -> Result<usize> {
+        Ok(self
+            .tile_layout(image)?
+            .map_or_else(|| self.config().image_seq_len(), |layout| layout.image_tokens()))
     }
 
     /// Token ids of the rendered conversation, each image slot expanded to one id
@@ -265,7 +288,11 @@ impl Engine {
                 "the rendered prompt has {slots} <image> slot(s) but {n_images} image(s) were given"
             )));
         }
-        let mut slots = images.iter().map(|image| self.image_tokens(image));
+        let slots: Vec<usize> = images
+            .iter()
+            .map(|image| self.image_tokens(image))
+            .collect::<Result<_>>()?;
+        let mut slots = slots.into_iter();
         let mut expanded = Vec::with_capacity(ids.len() + n_images * self.config().image_seq_len());
         for id in ids {
             if id == image_token {
@@ -408,7 +435,7 @@ impl Engine {
         let mut images = Vec::with_capacity(request.images.len());
         for image in &request.images {
             let encoder = plan.encoder.as_deref();
-            let (encoded, flops) = match self.tile_layout(image) {
+            let (encoded, flops) = match self.tile_layout(image)? {
                 Some(layout) => {
                     let crops = self.image_processor.preprocess_tiles(image, &layout)?;
                     model.encode_tiled_image(&d.backend, &crops, &layout, encoder)?
@@ -518,6 +545,24 @@ fn image_processor(dir: &Path, tower_dir: Option<&Path>, config: &LlavaConfig) -
         r#"{{"image_processor_type": "CLIPImageProcessor", "size": {{"shortest_edge": {size}}}, "crop_size": {{"height": {size}, "width": {size}}}}}"#
     );
     ImageProcessorConfig::from_json_str_with(&settings, "the built-in CLIP image processor", pad)
+}
+
+/// Refuses a `--max-image-tokens` no image can meet: below the fixed count of a model that
+/// takes images whole, or below a tiling model's base image and one row of one tile.
+fn check_image_budget(config: &LlavaConfig, max_image_tokens: Option<usize>) -> Result<()> {
+    let Some(max) = max_image_tokens else {
+        return Ok(());
+    };
+    let fixed = config.image_seq_len();
+    match config.image_grid_pinpoints {
+        None if max < fixed => Err(Error::usage(format!(
+            "--max-image-tokens {max} is below the {fixed} tokens this model gives every image (it does not cut images into tiles); use --reduce to keep fewer"
+        ))),
+        Some(_) if max <= fixed => Err(Error::usage(format!(
+            "--max-image-tokens {max} leaves no room for tiles: this model gives the whole image {fixed} tokens before its tiles' rows"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A LLaVA-NeXT checkpoint's image processor. The model's tile grids (config.json) decide

@@ -1,6 +1,6 @@
 //! Every reduction method on LLaVA-NeXT: budgets count over all of an image's crops (its
 //! newline rows included), MustDrop merges within each crop, a plan that keeps every token
-//! changes nothing, and the report says what happened per crop.
+//! changes nothing; and `--max-image-tokens` picks smaller tile grids before any of them.
 
 mod common;
 
@@ -33,14 +33,18 @@ fn request(expected: &Expected, reduce: &str, max_tokens: usize) -> GenerateRequ
 }
 
 fn load(dir: &Path) -> Engine {
+    load_within(dir, None).unwrap()
+}
+
+fn load_within(dir: &Path, max_image_tokens: Option<usize>) -> glimpse_core::Result<Engine> {
     Engine::load(
         dir,
         LoadOptions {
             threads: Some(2),
+            max_image_tokens,
             ..Default::default()
         },
     )
-    .unwrap()
 }
 
 fn generate(engine: &Engine, request: &GenerateRequest) -> GenerateOutput {
@@ -167,4 +171,44 @@ fn model_with_predictors(model: &Path) -> PathBuf {
     config["sparse_config"] = sparse;
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     dir
+}
+
+/// Within 400 tokens the tall image keeps its 2×1 grid (378 tokens); the other image's
+/// 2×2 grid (644) gives way to the 1×2 grid transformers would pick from the rest (348:
+/// base 144, 12 rows of 16 + newline).
+#[test]
+fn a_token_budget_picks_smaller_grids() {
+    let expected = Expected::load(MODEL);
+    let engine = load_within(&expected.model_dir(), Some(400)).unwrap();
+    let images = expected.images();
+    let slots: Vec<usize> = images.iter().map(|i| engine.image_tokens(i).unwrap()).collect();
+    assert_eq!(slots, [378, 348]);
+    let layout = engine.tile_layout(&images[1]).unwrap().unwrap();
+    assert_eq!((layout.tiles.height, layout.tiles.width), (1, 2));
+    let out = generate(&engine, &request(&expected, "mustdrop:keep=100,layers=1,evict=0", 2));
+    assert_eq!(out.stats.vision_tokens_in, 378 + 348);
+    assert_eq!(out.stats.after_prefill, 200);
+
+    // The smallest grid gives the tall image 252 tokens (1×2: 12 rows of 8 + newline).
+    let engine = load_within(&expected.model_dir(), Some(251)).unwrap();
+    let err = engine.next_token_logits(&request(&expected, "none", 1)).unwrap_err();
+    assert_eq!(
+        err.message,
+        "--max-image-tokens 251 is too few for a 45×70 image: its smallest tile grid gives it 252 tokens"
+    );
+    assert_eq!(err.kind, glimpse_core::ErrorKind::Usage);
+}
+
+#[test]
+fn token_budgets_no_image_can_meet_are_refused_at_load() {
+    let next = Expected::load(MODEL).model_dir();
+    let err = load_within(&next, Some(144)).err().unwrap();
+    assert!(err.message.contains("leaves no room for tiles"), "{}", err.message);
+    let plain = Expected::load("tiny-llava-mha").model_dir();
+    let err = load_within(&plain, Some(100)).err().unwrap();
+    assert_eq!(
+        err.message,
+        "--max-image-tokens 100 is below the 144 tokens this model gives every image (it does not cut images into tiles); use --reduce to keep fewer"
+    );
+    assert!(load_within(&plain, Some(144)).is_ok());
 }

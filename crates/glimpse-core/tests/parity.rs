@@ -85,7 +85,10 @@ fn next_crops_match_the_image_processor() {
         let processor = ImageProcessorConfig::from_dir_tiled(&expected.model_dir()).unwrap();
         let (mut means, mut mean_abs) = (Vec::new(), Vec::new());
         for image in expected.images() {
-            let layout = engine.tile_layout(&image).expect("a NeXT model tiles every image");
+            let layout = engine
+                .tile_layout(&image)
+                .unwrap()
+                .expect("a NeXT model tiles every image");
             for crop in processor.preprocess_tiles(&image, &layout).unwrap() {
                 let n = crop.len() as f64;
                 means.push((crop.iter().map(|&v| v as f64).sum::<f64>() / n) as f32);

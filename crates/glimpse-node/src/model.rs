@@ -27,12 +27,18 @@ pub struct LoadModelOptions {
     pub device: Option<String>,
     /// Storage type of the weights: `auto` (default: the checkpoint's), `f32`, `f16`, `bf16`.
     pub dtype: Option<String>,
+    /// The most tokens one image may take before reduction; a tiling model (LLaVA-NeXT)
+    /// picks smaller tile grids to stay within it.
+    pub max_image_tokens: Option<u32>,
 }
 
 impl LoadModelOptions {
     fn into_engine_options(self) -> Result<LoadOptions> {
         if self.threads == Some(0) {
             return Err(Error::usage("threads must be at least 1"));
+        }
+        if self.max_image_tokens == Some(0) {
+            return Err(Error::usage("--max-image-tokens must be at least 1"));
         }
         Ok(LoadOptions {
             threads: self.threads.map(|n| n as usize),
@@ -42,6 +48,7 @@ impl LoadModelOptions {
                 .as_deref()
                 .map_or(Ok(DeviceChoice::Auto), DeviceChoice::parse)?,
             dtype: self.dtype.as_deref().map_or(Ok(None), DType::parse_choice)?,
+            max_image_tokens: self.max_image_tokens.map(|n| n as usize),
         })
     }
 }

@@ -112,6 +112,20 @@ impl AnyresLayout {
         })
     }
 
+    /// Like [`AnyresLayout::new`], among only the grids that give the image at most
+    /// `max_tokens` tokens (`--max-image-tokens`): the same choice transformers makes, from a
+    /// shorter list. `None` when no grid is small enough.
+    pub fn within(image: Size, pinpoints: &[Size], tile: usize, patch: usize, max_tokens: usize) -> Option<Self> {
+        let fitting: Vec<Size> = pinpoints
+            .iter()
+            .copied()
+            .filter(|&grid| {
+                AnyresLayout::new(image, &[grid], tile, patch).is_some_and(|l| l.image_tokens() <= max_tokens)
+            })
+            .collect();
+        AnyresLayout::new(image, &fitting, tile, patch)
+    }
+
     /// Image tokens in the prompt (CLS dropped, the "default" feature strategy): the base
     /// image's patches, then every kept feature row followed by its newline token.
     pub fn image_tokens(&self) -> usize {
@@ -202,6 +216,28 @@ mod tests {
         assert_eq!(layout.tiles, Size::new(2, 2));
         assert_eq!((layout.kept_rows.len(), layout.kept_cols.len()), (48, 48));
         assert_eq!(layout.image_tokens(), 576 + 48 * 49);
+    }
+
+    /// A token budget picks the grid transformers would pick from the grids within it.
+    #[test]
+    fn a_token_budget_picks_among_the_grids_within_it() {
+        let pinpoints = [(336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)].map(|(h, w)| Size::new(h, w));
+        let image = Size::new(1200, 1200);
+        let unlimited = AnyresLayout::within(image, &pinpoints, 336, 14, usize::MAX).unwrap();
+        assert_eq!(unlimited, AnyresLayout::new(image, &pinpoints, 336, 14).unwrap());
+        // 2,928 tokens do not fit 2,000. Every other grid unpads the square image to 24 × 24
+        // features (576 + 24 × 25 = 1,176 tokens), and of those transformers' rule takes the
+        // first listed with the least padding: 1×2.
+        let limited = AnyresLayout::within(image, &pinpoints, 336, 14, 2000).unwrap();
+        assert_eq!(limited.tiles, Size::new(1, 2));
+        assert_eq!(limited.image_tokens(), 576 + 24 * 25);
+        assert_eq!(limited, AnyresLayout::new(image, &pinpoints[..2], 336, 14).unwrap());
+        // Exactly the count fits; one less fits no grid.
+        assert_eq!(
+            AnyresLayout::within(image, &pinpoints, 336, 14, 1176),
+            Some(limited.clone())
+        );
+        assert_eq!(AnyresLayout::within(image, &pinpoints, 336, 14, 1175), None);
     }
 
     #[test]
