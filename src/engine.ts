@@ -52,6 +52,8 @@ export interface GenerationStats {
   ms_decode: number;
   tokens_per_s: number;
   prefill_tokens_per_s: number;
+  /** Per image, its tokens per crop when the model cut it into tiles (else an empty list). */
+  crops: CropTokens[][];
 }
 
 /**
@@ -83,12 +85,40 @@ export interface TokenReport {
 }
 
 export interface ImageReport {
-  /** Patches per side. */
+  /** Patches per side (of each crop, for a tiled image). */
   grid: number;
   tokens: TokenReport[];
   keys: number[];
   window_similarity: number[];
+  /** Where the model's canvas lies on the image (a tiled image's base crop). */
   geometry: ImageGeometry | null;
+  /** For an image the model cut into tiles (LLaVA-NeXT). */
+  tiles: TileReport | null;
+}
+
+/**
+ * A tiled image's crops. Patches are numbered across them: crop 0 is the whole image, crop
+ * `1 + r·cols + c` the tile at (r, c); crop k owns patches k·grid² … (k+1)·grid² − 1, each in
+ * raster order. Tokens without patches are end-of-row (newline) tokens.
+ */
+export interface TileReport {
+  rows: number;
+  cols: number;
+  /** [start, end) of the tile grid's feature rows and columns the model keeps after unpadding. */
+  kept_rows: [number, number];
+  kept_cols: [number, number];
+  /** Where the tiles, side by side, lie on the image. */
+  geometry: ImageGeometry;
+}
+
+/** One crop's share of a tiled image's visual tokens. */
+export interface CropTokens {
+  /** `base`, `tile R,C` (from 1) or `newlines`. */
+  crop: string;
+  tokens_in: number;
+  after_encoder: number;
+  /** Neither dropped at prefill nor evicted while decoding. */
+  kept: number;
 }
 
 /** What a reduction did to each visual token and to the generated tokens. */

@@ -278,6 +278,7 @@ test('stats table: units and the decode lines only when a policy acted', () => {
     ms_decode: 1500.75,
     tokens_per_s: 13.333,
     prefill_tokens_per_s: 750,
+    crops: [],
   };
   assert.is(
     formatStats(stats),
@@ -305,6 +306,20 @@ test('stats table: units and the decode lines only when a policy acted', () => {
   );
   const admitting = formatStats({ ...stats, decode_kv_admitted: 12, decode_evicted: 0 });
   assert.ok(admitting.endsWith('decode_kv_admitted    12\ndecode_kv_rejected    0\n'), admitting);
+  // A tiled image's crops, after an image taken whole (which has none).
+  const crop = (name: string, tokens_in: number, after_encoder: number, kept: number) => ({
+    crop: name,
+    tokens_in,
+    after_encoder,
+    kept,
+  });
+  const tiled = formatStats({
+    ...stats,
+    decode_evicted: 0,
+    crops: [[], [crop('base', 576, 400, 30), crop('tile 1,1', 480, 300, 20), crop('newlines', 20, 20, 4)]],
+  });
+  assert.ok(tiled.endsWith('image_2_crops         base 576→400→30, tile 1,1 480→300→20, newlines 20→20→4\n'), tiled);
+  assert.not.ok(tiled.includes('image_1_crops'), tiled);
 });
 
 test.run();

@@ -12,7 +12,14 @@ import * as assert from 'uvu/assert';
 import type { ImageReport, ReductionReport } from '../src/engine.js';
 import { loadImage, type RgbImage } from '../src/media/image.js';
 import { answerSpans, keptHtml } from '../src/output/kept-html.js';
-import { DROPPED_WHITEN, drawKept, EVICTED_WHITEN, KEY_COLOUR, OUTLINE_COLOUR } from '../src/output/kept-image.js';
+import {
+  DROPPED_WHITEN,
+  drawKept,
+  EVICTED_WHITEN,
+  KEY_COLOUR,
+  OUTLINE_COLOUR,
+  PANEL_GAP,
+} from '../src/output/kept-image.js';
 import { FIXTURES, runCli } from './helpers/cli.js';
 import { removeTempDirs, tempDir } from './helpers/files.js';
 
@@ -275,6 +282,7 @@ function syntheticReport(): { image: RgbImage; report: ImageReport } {
       offset_y: 1,
       content: [0, 0, 6, 6],
     },
+    tiles: null,
   };
   return { image, report };
 }
@@ -306,6 +314,70 @@ test('drawing: states, outlines of merged tokens and key dots land on the right 
   for (const [x, y] of [[4, 10], [6, 10], [5, 9], [5, 11]] as const) assert.equal(pixel(x, y), [100, 100, 100]);
   // The input is left as it was.
   assert.ok(image.data.every((v) => v === 100));
+});
+
+test('a tiled image is drawn twice: the base crop on the left, its tiles on the right', () => {
+  // An 8×4 image; crops of 2×2 patches. The base crop stretches it onto a 4×4 canvas (2:1
+  // across); the two tiles, side by side, cover it exactly (an 8×4 canvas, 1:1).
+  const image: RgbImage = { width: 8, height: 4, data: new Uint8Array(8 * 4 * 3).fill(100) };
+  const token = (patches: number[], extra: Partial<ImageReport['tokens'][number]> = {}) => ({
+    patches,
+    key: false,
+    recycled: false,
+    dropped_after_layer: null,
+    evicted_at_step: null,
+    ...extra,
+  });
+  const geometry = (width: number, scaleX: number) => ({
+    canvas_width: width,
+    canvas_height: 4,
+    scale_x: scaleX,
+    scale_y: 1,
+    offset_x: 0,
+    offset_y: 0,
+    content: [0, 0, width, 4] as [number, number, number, number],
+  });
+  const report: ImageReport = {
+    grid: 2,
+    tokens: [
+      token([0]),
+      token([1], { dropped_after_layer: 0 }), // base, top right
+      token([2]),
+      token([3]),
+      token([4], { dropped_after_layer: 0 }), // tile 1,1, top left
+      token([5, 7]), // tile 1,1, its right column merged
+      token([6]),
+      token([8]),
+      token([9]),
+      token([10], { evicted_at_step: 2 }), // tile 1,2, bottom left
+      token([11]),
+      token([]), // a row's newline
+    ],
+    keys: [],
+    window_similarity: [],
+    geometry: geometry(4, 2),
+    tiles: { rows: 1, cols: 2, kept_rows: [0, 2], kept_cols: [0, 4], geometry: geometry(8, 1) },
+  };
+  const drawn = drawKept(image, report);
+  assert.is(drawn.width, 8 + PANEL_GAP + 8);
+  assert.is(drawn.height, 4);
+  const pixel = (x: number, y: number) =>
+    Array.from(drawn.data.subarray((y * drawn.width + x) * 3, (y * drawn.width + x) * 3 + 3));
+  const white = (amount: number) => [0, 0, 0].map(() => Math.round(100 + 155 * amount));
+  // Left: base patch 1 covers source x 4..8, y 0..2.
+  assert.equal(pixel(5, 1), white(DROPPED_WHITEN));
+  assert.equal(pixel(1, 1), [100, 100, 100]);
+  assert.equal(pixel(5, 3), [100, 100, 100]);
+  // The gap is blank.
+  for (let x = 8; x < 8 + PANEL_GAP; x += 1) assert.equal(pixel(x, 2), [255, 255, 255]);
+  // Right: tile 1,1's patch 4 is source x 0..2, y 0..2; tile 1,2's patch 10 is x 4..6, y 2..4.
+  const right = 8 + PANEL_GAP;
+  assert.equal(pixel(right + 1, 1), white(DROPPED_WHITEN));
+  assert.equal(pixel(right + 4, 3), white(EVICTED_WHITEN));
+  assert.equal(pixel(right + 6, 3), [100, 100, 100]);
+  // The merged column (x 2..4, y 0..4) is outlined along its border.
+  assert.equal(pixel(right + 2, 0), [...OUTLINE_COLOUR]);
+  assert.equal(pixel(right + 3, 3), [...OUTLINE_COLOUR]);
 });
 
 test.run();

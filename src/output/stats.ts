@@ -1,6 +1,7 @@
 // Generation statistics for stderr (`--stats`): one `name value` line each, under the names
 // the JSON output uses so the two can be compared directly, with sizes and FLOPs in units a
-// person reads at a glance. The visual-token counts come in the order a reduction shrinks them.
+// person reads at a glance. The visual-token counts come in the order a reduction shrinks them,
+// and for an image cut into tiles, crop by crop.
 
 import type { GenerationStats } from '../engine.js';
 
@@ -30,6 +31,12 @@ export function formatStats(stats: GenerationStats): string {
     rows.push(['decode_kv_rejected', String(stats.decode_kv_rejected)]);
   }
   if (stats.decode_evicted > 0) rows.push(['decode_evicted', String(stats.decode_evicted)]);
+  // A tiled image's tokens per crop: in the prompt → after the vision tower → kept at the end.
+  stats.crops.forEach((crops, i) => {
+    if (crops.length === 0) return;
+    const counts = crops.map((c) => `${c.crop} ${c.tokens_in}→${c.after_encoder}→${c.kept}`).join(', ');
+    rows.push([`image_${i + 1}_crops`, counts]);
+  });
   const width = Math.max(...rows.map(([name]) => name.length));
   return rows.map(([name, value]) => `${name.padEnd(width)}  ${value}\n`).join('');
 }

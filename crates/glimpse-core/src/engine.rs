@@ -21,6 +21,7 @@ use crate::model::preprocess::{ImageProcessorConfig, SquarePad};
 use crate::model::weights::{DType, Weights};
 pub use crate::placement::DeviceChoice;
 use crate::placement::{self, on_device, Loaded, MemoryNeed, OnDevice, Opened};
+use crate::reduce::report::TileReport;
 use crate::reduce::{ReduceSpec, ReductionPlan, ReductionReport};
 use crate::text::{ChatTemplate, TextTokenizer};
 pub use crate::text::{ContentPart, Message};
@@ -387,13 +388,21 @@ impl Engine {
             .collect()
     }
 
-    /// Adds what only the engine knows to a reduction report: the spec as given and where
-    /// each image's canvas lies on it.
+    /// Adds what only the engine knows to a reduction report: the spec as given, where each
+    /// image's canvas (and a tiled image's tiles) lies on it, and the tokens per crop.
     fn complete_report(&self, request: &GenerateRequest, mut output: GenerateOutput) -> Result<GenerateOutput> {
         output.reduction.spec = request.reduce.text.clone();
         for (report, image) in output.reduction.images.iter_mut().zip(&request.images) {
-            report.geometry = Some(self.image_processor.geometry(image)?);
+            match self.tile_layout(image)? {
+                Some(layout) => {
+                    let (base, tiles) = self.image_processor.tiled_geometry(image, &layout);
+                    report.geometry = Some(base);
+                    report.tiles = Some(TileReport::new(&layout, tiles));
+                }
+                None => report.geometry = Some(self.image_processor.geometry(image)?),
+            }
         }
+        output.stats.crops = output.reduction.images.iter().map(|r| r.crop_tokens()).collect();
         Ok(output)
     }
 

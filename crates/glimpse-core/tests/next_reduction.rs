@@ -128,6 +128,23 @@ fn mustdrop_merges_within_each_crop() {
         assert_eq!(newlines, rows, "image {image}: one newline per kept feature row");
     }
     assert!(merged > 0, "tau=0.5 should merge some windows of the fixture images");
+
+    // Per crop: the tall image's 2×1 grid keeps feature rows 3..21 of 24, so 9 rows of 12
+    // patches in each tile.
+    let crops = &out.stats.crops[0];
+    let names: Vec<&str> = crops.iter().map(|c| c.crop.as_str()).collect();
+    assert_eq!(names, ["base", "tile 1,1", "tile 2,1", "newlines"]);
+    let tokens_in: Vec<usize> = crops.iter().map(|c| c.tokens_in).collect();
+    assert_eq!(tokens_in, [144, 108, 108, 18]);
+    for (image, crops) in out.stats.crops.iter().enumerate() {
+        let sum = |f: fn(&glimpse_core::reduce::report::CropTokens) -> usize| crops.iter().map(f).sum::<usize>();
+        assert_eq!(sum(|c| c.tokens_in), IMAGE_TOKENS[image]);
+        assert_eq!(sum(|c| c.after_encoder), out.reduction.images[image].tokens.len());
+        assert_eq!(sum(|c| c.kept), 100, "image {image}: the budget");
+        assert!(crops
+            .iter()
+            .all(|c| c.kept <= c.after_encoder && c.after_encoder <= c.tokens_in));
+    }
     assert_eq!(
         out.stats.after_encoder,
         out.reduction.images.iter().map(|i| i.tokens.len()).sum::<usize>()

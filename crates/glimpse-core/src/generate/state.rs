@@ -372,8 +372,9 @@ fn image_report<B: Backend>(image: &EncodedImage<B>) -> ImageReport {
             .collect(),
         keys: image.keys.clone(),
         window_similarity: image.window_similarity.clone(),
-        // The engine knows the preprocessing; it fills this in.
+        // The engine knows the preprocessing; it fills these in.
         geometry: None,
+        tiles: None,
     }
 }
 

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::reduce::report::CropTokens;
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GenerationStats {
     /// The backend the run used ("cpu (8 threads)", "cuda (NVIDIA H100 …)").
@@ -38,6 +40,9 @@ pub struct GenerationStats {
     pub ms_decode: f64,
     pub tokens_per_s: f64,
     pub prefill_tokens_per_s: f64,
+    /// Per image cut into tiles (LLaVA-NeXT), its tokens per crop; empty lists for images
+    /// taken whole.
+    pub crops: Vec<Vec<CropTokens>>,
 }
 
 /// FLOPs of one decoder layer over `n` rows (width `d`, gated MLP width `m`).
