@@ -1,7 +1,8 @@
 //! Throughput benchmark of the engine's model path: image encode, prefill and decode
 //! speed, FLOPs, KV-cache bytes and peak memory for one model directory (a fixture or a
 //! synthetic checkpoint), once per reduction spec on the same loaded model. Only
-//! config.json and the weights are read; the prompt is made of token ids directly.
+//! config.json and the weights are read; the prompt is made of token ids directly, and the
+//! image of synthetic pixel values (for a tiling model, as many crops as its largest grid).
 
 use std::path::Path;
 use std::time::Instant;
@@ -13,6 +14,7 @@ use crate::error::Result;
 use crate::generate::session::PreparedPrompt;
 use crate::generate::state::{initial_sequence, GenerationState};
 use crate::generate::GenerationStats;
+use crate::model::anyres::AnyresLayout;
 use crate::model::config::LlavaConfig;
 use crate::model::llava::Llava;
 use crate::model::predictor::DynamicPredictors;
@@ -137,11 +139,20 @@ fn run_one<B: Backend>(backend: &B, model: &Llava<B>, spec: &ReduceSpec, options
         ..Default::default()
     };
     let size = cfg.vision.image_size;
-    let pixels: Vec<f32> = (0..3 * size * size)
-        .map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0)
-        .collect();
+    let pixels = |crop: usize| -> Vec<f32> {
+        (0..3 * size * size)
+            .map(|i| ((i * 7919 + crop * 104_729) % 255) as f32 / 64.0 - 2.0)
+            .collect()
+    };
     let started = Instant::now();
-    let (image, flops_vision) = model.encode_image(backend, &pixels, plan.encoder.as_deref())?;
+    let encoder = plan.encoder.as_deref();
+    let (image, flops_vision) = match largest_tiling(cfg) {
+        Some(layout) => {
+            let crops: Vec<Vec<f32>> = (0..1 + layout.tiles.height * layout.tiles.width).map(pixels).collect();
+            model.encode_tiled_image(backend, &crops, &layout, encoder)?
+        }
+        None => model.encode_image(backend, &pixels(0), encoder)?,
+    };
     stats.ms_encode = ms_since(started);
     stats.flops_vision = flops_vision;
 
@@ -189,6 +200,14 @@ fn run_one<B: Backend>(backend: &B, model: &Llava<B>, spec: &ReduceSpec, options
         ttft_ms: stats.ms_encode + stats.ms_prefill,
         stats,
     })
+}
+
+/// For a tiling model (LLaVA-NeXT), the layout of an image exactly the size of its largest
+/// tile grid: every tile whole, nothing unpadded, the most tokens an image can bring.
+fn largest_tiling(cfg: &LlavaConfig) -> Option<AnyresLayout> {
+    let grids = cfg.image_grid_pinpoints.as_deref()?;
+    let largest = *grids.iter().max_by_key(|grid| grid.height * grid.width)?;
+    AnyresLayout::new(largest, grids, cfg.vision.image_size, cfg.vision.patch_size)
 }
 
 /// A Markdown table of the runs, each with its prefill time, FLOPs and KV bytes as a ratio
@@ -241,4 +260,52 @@ fn peak_rss_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::SyntheticSpec;
+
+    /// A tiny tiling model through the benchmark: the image fills the largest grid (2×2
+    /// tiles of 2×2 patches: 4 base tokens, 4 rows of 4 + newline), and a budget counts over
+    /// all of it.
+    #[test]
+    fn a_tiling_model_is_measured_on_its_largest_grid() {
+        let spec = SyntheticSpec {
+            vision_hidden: 32,
+            vision_intermediate: 64,
+            vision_layers: 2,
+            vision_heads: 2,
+            image_size: 28,
+            patch_size: 14,
+            text_hidden: 64,
+            text_intermediate: 128,
+            text_layers: 2,
+            text_heads: 4,
+            text_kv_heads: 4,
+            vocab_size: 300,
+            grid_pinpoints: Some(vec![[28, 56], [56, 28], [56, 56]]),
+        };
+        let dir = std::env::temp_dir().join(format!("glimpse-bench-next-{}", std::process::id()));
+        spec.write(&dir, 7).unwrap();
+        let options = BenchOptions {
+            threads: Some(1),
+            device: DeviceChoice::Cpu,
+            dtype: None,
+            text_tokens: 5,
+            decode_tokens: 2,
+            reduce: ["none", "fastv:k=1,keep=10"]
+                .map(|s| ReduceSpec::parse(s).unwrap())
+                .to_vec(),
+        };
+        let report = run(&dir, &options).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (none, fastv) = (&report.runs[0], &report.runs[1]);
+        assert_eq!(none.vision_tokens, 4 + 4 * 5);
+        assert_eq!(none.stats.after_prefill, 24);
+        assert_eq!(fastv.stats.after_prefill, 10);
+        assert!(fastv.stats.flops_prefill < none.stats.flops_prefill);
+        assert!(fastv.stats.kv_bytes_after_prefill < none.stats.kv_bytes_after_prefill);
+    }
 }

@@ -30,6 +30,8 @@ pub struct SyntheticSpec {
     pub text_heads: usize,
     pub text_kv_heads: usize,
     pub vocab_size: usize,
+    /// LLaVA-NeXT's tile grids (height, width in pixels); `None` for LLaVA-1.5.
+    pub grid_pinpoints: Option<Vec<[usize; 2]>>,
 }
 
 impl SyntheticSpec {
@@ -49,11 +51,22 @@ impl SyntheticSpec {
             text_heads: 32,
             text_kv_heads: 32,
             vocab_size: 32064,
+            grid_pinpoints: None,
+        }
+    }
+
+    /// llava-v1.6-vicuna-7b's shapes: LLaVA-1.5-7B's layers, LLaVA-NeXT's tile grids (up to
+    /// 2×2 tiles of 336², so a large image brings 5 × 576 = 2,880 patch tokens plus 48 row
+    /// ends) and the learned newline embedding.
+    pub fn llava_next_7b(text_layers: usize, vision_layers: usize) -> Self {
+        SyntheticSpec {
+            grid_pinpoints: Some(vec![[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]),
+            ..Self::llava_1_5_7b(text_layers, vision_layers)
         }
     }
 
     fn config_json(&self) -> serde_json::Value {
-        json!({
+        let mut config = json!({
             "architectures": ["LlavaForConditionalGeneration"],
             "model_type": "llava",
             "image_token_index": 32000,
@@ -95,7 +108,13 @@ impl SyntheticSpec {
                 "num_layers": 2,
                 "use_output_text_predictor": true
             }
-        })
+        });
+        if let Some(grids) = &self.grid_pinpoints {
+            config["architectures"] = json!(["LlavaNextForConditionalGeneration"]);
+            config["model_type"] = json!("llava_next");
+            config["image_grid_pinpoints"] = json!(grids);
+        }
+        config
     }
 
     /// Dynamic-LLaVA's two predictors at their published sizes, by checkpoint name.
@@ -177,6 +196,9 @@ impl SyntheticSpec {
         t.push(("multi_modal_projector.linear_1.bias".into(), vec![td]));
         t.push(("multi_modal_projector.linear_2.weight".into(), vec![td, td]));
         t.push(("multi_modal_projector.linear_2.bias".into(), vec![td]));
+        if self.grid_pinpoints.is_some() {
+            t.push(("image_newline".into(), vec![td]));
+        }
         let m = "language_model.model";
         t.push((format!("{m}.embed_tokens.weight"), vec![self.vocab_size, td]));
         for i in 0..self.text_layers {

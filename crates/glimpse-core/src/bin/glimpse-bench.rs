@@ -4,9 +4,12 @@
 //!   glimpse-bench --model DIR [--device auto|cuda|cpu] [--dtype auto|f32|f16|bf16] [--threads N]
 //!                 [--text-tokens N] [--decode-tokens N] [--reduce SPEC]...
 //!   glimpse-bench --synthetic-7b TEXT_LAYERS [--vision-layers N] [--workdir DIR] ...
+//!   glimpse-bench --synthetic-next-7b TEXT_LAYERS [--vision-layers N] [--workdir DIR] ...
 //!
 //! `--synthetic-7b` writes a random-weight bf16 checkpoint with llava-1.5-7b's layer
-//! shapes (fewer layers) to the work directory first, then measures it. Prints one JSON
+//! shapes (fewer layers) to the work directory first, then measures it;
+//! `--synthetic-next-7b` does the same with llava-v1.6-vicuna-7b's (LLaVA-NeXT: the image
+//! cut into 2×2 tiles plus the whole, 2,928 image tokens). Prints one JSON
 //! object per model on stdout, and on stderr a table of each `--reduce` run against the
 //! first one (give `--reduce none` first to read the columns as ratios to no reduction),
 //! and the decode speed against the bound set by reading the weights once per token at
@@ -21,9 +24,16 @@ use glimpse_core::placement::DeviceChoice;
 use glimpse_core::reduce::ReduceSpec;
 use glimpse_core::synthetic::SyntheticSpec;
 
+/// Which synthetic checkpoint to write: LLaVA-1.5-7B's or LLaVA-NeXT-7B's shapes.
+#[derive(Clone, Copy)]
+enum Synthetic {
+    Llava15,
+    Next,
+}
+
 struct Args {
     model: Option<PathBuf>,
-    synthetic_layers: Option<usize>,
+    synthetic: Option<(Synthetic, usize)>,
     vision_layers: usize,
     workdir: PathBuf,
     options: BenchOptions,
@@ -32,7 +42,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut args = Args {
         model: None,
-        synthetic_layers: None,
+        synthetic: None,
         vision_layers: 24,
         workdir: std::env::temp_dir().join("glimpse-bench-synthetic"),
         options: BenchOptions {
@@ -50,7 +60,8 @@ fn parse() -> Result<Args, String> {
         let number = |v: String| v.parse::<usize>().map_err(|_| format!("{flag}: '{v}' is not a number"));
         match flag.as_str() {
             "--model" => args.model = Some(PathBuf::from(value()?)),
-            "--synthetic-7b" => args.synthetic_layers = Some(number(value()?)?),
+            "--synthetic-7b" => args.synthetic = Some((Synthetic::Llava15, number(value()?)?)),
+            "--synthetic-next-7b" => args.synthetic = Some((Synthetic::Next, number(value()?)?)),
             "--vision-layers" => args.vision_layers = number(value()?)?,
             "--workdir" => args.workdir = PathBuf::from(value()?),
             "--threads" => args.options.threads = Some(number(value()?)?),
@@ -68,8 +79,10 @@ fn parse() -> Result<Args, String> {
     if args.options.reduce.is_empty() {
         args.options.reduce.push(ReduceSpec::default());
     }
-    if args.model.is_some() == args.synthetic_layers.is_some() {
-        return Err("give exactly one of --model DIR or --synthetic-7b TEXT_LAYERS".into());
+    if args.model.is_some() == args.synthetic.is_some() {
+        return Err(
+            "give exactly one of --model DIR, --synthetic-7b TEXT_LAYERS or --synthetic-next-7b TEXT_LAYERS".into(),
+        );
     }
     Ok(args)
 }
@@ -82,19 +95,25 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (dir, label) = match (args.model, args.synthetic_layers) {
+    let (dir, label) = match (args.model, args.synthetic) {
         (Some(dir), _) => {
             let label = dir.display().to_string();
             (dir, label)
         }
-        (None, Some(layers)) => {
-            let spec = SyntheticSpec::llava_1_5_7b(layers, args.vision_layers);
+        (None, Some((family, layers))) => {
+            let (spec, name) = match family {
+                Synthetic::Llava15 => (SyntheticSpec::llava_1_5_7b(layers, args.vision_layers), "llava-1.5-7b"),
+                Synthetic::Next => (
+                    SyntheticSpec::llava_next_7b(layers, args.vision_layers),
+                    "llava-v1.6-vicuna-7b",
+                ),
+            };
             if let Err(e) = spec.write(&args.workdir, 0) {
                 eprintln!("glimpse-bench: {e}");
                 return ExitCode::from(2);
             }
             let label = format!(
-                "synthetic llava-1.5-7b shapes, {layers} LM layers, {} vision layers, {} weights",
+                "synthetic {name} shapes, {layers} LM layers, {} vision layers, {} weights",
                 args.vision_layers,
                 args.options.dtype.map_or("bf16", DType::name)
             );
