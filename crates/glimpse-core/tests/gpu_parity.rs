@@ -75,6 +75,8 @@ fn fixture_models_match_the_cpu_backend_and_transformers() {
         "tiny-llava-gqa",
         "tiny-llava-two-images",
         "tiny-llava-bf16",
+        "tiny-llava-next-mistral",
+        "tiny-llava-next-vicuna",
     ] {
         let expected = Expected::load(name);
         // f32 on the GPU (the bf16 fixture's weights widened exactly), as the CPU computes.

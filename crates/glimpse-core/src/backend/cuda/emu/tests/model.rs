@@ -106,6 +106,20 @@ fn fixture_models_agree_with_the_cpu_backend() {
     }
 }
 
+/// LLaVA-NeXT: the crops, their packing with the newline rows, and a reduction over them
+/// (MustDrop merging within each crop, its budget over the whole image).
+#[test]
+fn tiled_images_agree_with_the_cpu_backend() {
+    let expected = Expected::load("tiny-llava-next-mistral");
+    let engine = cpu_engine(&expected, None);
+    let device = emulated(&expected, Some(DType::F32));
+    for spec in ["none", "mustdrop:keep=120,layers=1,tau=0.5,evict=0"] {
+        let request = request(&expected, spec, 4);
+        let (cpu, gpu) = (on_cpu(&engine, &request), on_emulator(&engine, &device, &request));
+        assert_agree(spec, &cpu, &gpu, LOGITS_F32);
+    }
+}
+
 /// One fixture per kind of decision (the emulator is slow; tests/gpu_parity.rs runs all
 /// of them on a GPU): stage-1 merging with prefill filtering and decode-time eviction,
 /// the reference order with compact positions, SparseVLM's recycling, FastV, and
