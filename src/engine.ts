@@ -15,7 +15,10 @@ export interface ModelInfo {
   vision_layers: number;
   text_layers: number;
   hidden_size: number;
+  /** For a tiling model (LLaVA-NeXT), the most tokens one image can take. */
   image_tokens: number;
+  /** A tiling model's grids of tiles, [height, width] in pixels; empty otherwise. */
+  tile_grids: Array<[number, number]>;
   context_length: number;
   /** KV-cache bytes one token of context occupies. */
   kv_bytes_per_token: number;
@@ -53,7 +56,7 @@ export interface GenerationStats {
   tokens_per_s: number;
   prefill_tokens_per_s: number;
   /** Per image, its tokens per crop when the model cut it into tiles (else an empty list). */
-  crops: CropTokens[][];
+  crops: CropCount[][];
 }
 
 /**
@@ -112,7 +115,7 @@ export interface TileReport {
 }
 
 /** One crop's share of a tiled image's visual tokens. */
-export interface CropTokens {
+export interface CropCount {
   /** `base`, `tile R,C` (from 1) or `newlines`. */
   crop: string;
   tokens_in: number;

@@ -97,4 +97,17 @@ test('--max-image-tokens picks a smaller grid, and says when none is small enoug
   assert.match(errorLine(zero), /--max-image-tokens/);
 });
 
+test('inspect gives the architecture, the tile grids and the most tokens an image can take', () => {
+  const result = runCli(['inspect', '--json', MODEL]);
+  assert.is(result.code, 0, result.stderr);
+  const info = JSON.parse(result.stdout) as { architecture: string; image_tokens: number; tile_grids: number[][] };
+  assert.is(info.architecture, 'LlavaNextForConditionalGeneration');
+  const config = JSON.parse(readFileSync(join(MODEL, 'config.json'), 'utf8')) as { image_grid_pinpoints: number[][] };
+  assert.equal(info.tile_grids, config.image_grid_pinpoints);
+  // The 2×2 grid (96×96 pixels, 24×24 features): 144 + 24 × 25.
+  assert.is(info.image_tokens, 744);
+  const text = runCli(['inspect', MODEL]);
+  assert.match(text.stdout, /image tokens +up to 744 \(the whole image plus its tiles, on a grid of 96×48, 48×96, 96×96, 48×144, 144×48 pixels\)/);
+});
+
 test.run();

@@ -62,13 +62,20 @@ export function formatInfo(info: ModelInfo): string {
     ],
     ['layers', `vision ${info.vision_layers}, text ${info.text_layers}`],
     ['hidden size', String(info.hidden_size)],
-    ['image tokens', String(info.image_tokens)],
+    ['image tokens', imageTokens(info)],
     ['context length', String(info.context_length)],
     ['backend', info.backend],
     ['directory', info.dir],
   ];
   const width = Math.max(...rows.map(([name]) => name.length));
   return rows.map(([name, value]) => `${name.padEnd(width)}  ${value}\n`).join('');
+}
+
+/** `576`, or for a tiling model `up to 2928 (the whole image plus its tiles, on a grid of 672×336, …)`. */
+function imageTokens(info: ModelInfo): string {
+  if (info.tile_grids.length === 0) return String(info.image_tokens);
+  const grids = info.tile_grids.map(([height, width]) => `${width}×${height}`).join(', ');
+  return `up to ${info.image_tokens} (the whole image plus its tiles, on a grid of ${grids} pixels)`;
 }
 
 function formatCount(count: number): string {

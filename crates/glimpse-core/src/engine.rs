@@ -100,7 +100,10 @@ pub struct ModelInfo {
     pub vision_layers: usize,
     pub text_layers: usize,
     pub hidden_size: usize,
+    /// Tokens one image takes before reduction; for a tiling model, the most it can take.
     pub image_tokens: usize,
+    /// A tiling model's grids of tiles, `[height, width]` in pixels; empty otherwise.
+    pub tile_grids: Vec<[usize; 2]>,
     pub context_length: usize,
     /// KV-cache bytes each token of context occupies (f32 keys and values, all layers).
     pub kv_bytes_per_token: u64,
@@ -220,6 +223,12 @@ impl Engine {
             text_layers: cfg.text.num_hidden_layers,
             hidden_size: cfg.text.hidden_size,
             image_tokens: cfg.max_image_seq_len(),
+            tile_grids: cfg
+                .image_grid_pinpoints
+                .iter()
+                .flatten()
+                .map(|grid| [grid.height, grid.width])
+                .collect(),
             context_length: cfg.text.max_position_embeddings,
             kv_bytes_per_token: placement::kv_bytes_per_token(cfg),
             backend: self.backend(),
@@ -402,7 +411,7 @@ impl Engine {
                 None => report.geometry = Some(self.image_processor.geometry(image)?),
             }
         }
-        output.stats.crops = output.reduction.images.iter().map(|r| r.crop_tokens()).collect();
+        output.stats.crops = output.reduction.images.iter().map(|r| r.crop_counts()).collect();
         Ok(output)
     }
 

@@ -137,7 +137,7 @@ fn mustdrop_merges_within_each_crop() {
     let tokens_in: Vec<usize> = crops.iter().map(|c| c.tokens_in).collect();
     assert_eq!(tokens_in, [144, 108, 108, 18]);
     for (image, crops) in out.stats.crops.iter().enumerate() {
-        let sum = |f: fn(&glimpse_core::reduce::report::CropTokens) -> usize| crops.iter().map(f).sum::<usize>();
+        let sum = |f: fn(&glimpse_core::reduce::report::CropCount) -> usize| crops.iter().map(f).sum::<usize>();
         assert_eq!(sum(|c| c.tokens_in), IMAGE_TOKENS[image]);
         assert_eq!(sum(|c| c.after_encoder), out.reduction.images[image].tokens.len());
         assert_eq!(sum(|c| c.kept), 100, "image {image}: the budget");

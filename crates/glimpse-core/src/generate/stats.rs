@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::reduce::report::CropTokens;
+use crate::reduce::report::CropCount;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GenerationStats {
@@ -42,7 +42,7 @@ pub struct GenerationStats {
     pub prefill_tokens_per_s: f64,
     /// Per image cut into tiles (LLaVA-NeXT), its tokens per crop; empty lists for images
     /// taken whole.
-    pub crops: Vec<Vec<CropTokens>>,
+    pub crops: Vec<Vec<CropCount>>,
 }
 
 /// FLOPs of one decoder layer over `n` rows (width `d`, gated MLP width `m`).

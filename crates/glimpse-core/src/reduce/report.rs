@@ -65,7 +65,7 @@ impl TileReport {
 
 /// One crop's share of an image's visual tokens (`--stats` for a tiled image).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CropTokens {
+pub struct CropCount {
     /// "base", "tile R,C" (from 1) or "newlines".
     pub crop: String,
     /// Its tokens in the unreduced prompt.
@@ -79,7 +79,7 @@ pub struct CropTokens {
 
 impl ImageReport {
     /// Tokens per crop of a tiled image; empty for an image taken whole.
-    pub fn crop_tokens(&self) -> Vec<CropTokens> {
+    pub fn crop_counts(&self) -> Vec<CropCount> {
         let Some(tiles) = &self.tiles else {
             return Vec::new();
         };
@@ -88,7 +88,7 @@ impl ImageReport {
         let crops = 1 + tiles.rows * tiles.cols;
         let overlap =
             |[start, end]: [usize; 2], tile: usize| end.min((tile + 1) * side).saturating_sub(start.max(tile * side));
-        let mut counts: Vec<CropTokens> = (0..=crops)
+        let mut counts: Vec<CropCount> = (0..=crops)
             .map(|k| {
                 let (crop, tokens_in) = match k {
                     0 => ("base".to_string(), side * side),
@@ -99,7 +99,7 @@ impl ImageReport {
                         (format!("tile {},{}", r + 1, c + 1), kept)
                     }
                 };
-                CropTokens {
+                CropCount {
                     crop,
                     tokens_in,
                     after_encoder: 0,
