@@ -18,8 +18,10 @@ use crate::model::anyres::AnyresLayout;
 use crate::model::config::LlavaConfig;
 use crate::model::llava::Llava;
 use crate::model::predictor::DynamicPredictors;
+use crate::model::preprocess::ImageGeometry;
 use crate::model::weights::{DType, Weights};
 use crate::placement::{self, DeviceChoice, Opened};
+use crate::reduce::report::TileReport;
 use crate::reduce::ReduceSpec;
 
 #[derive(Debug, Clone)]
@@ -146,10 +148,11 @@ fn run_one<B: Backend>(backend: &B, model: &Llava<B>, spec: &ReduceSpec, options
     };
     let started = Instant::now();
     let encoder = plan.encoder.as_deref();
-    let (image, flops_vision) = match largest_tiling(cfg) {
+    let tiling = largest_tiling(cfg);
+    let (image, flops_vision) = match &tiling {
         Some(layout) => {
             let crops: Vec<Vec<f32>> = (0..1 + layout.tiles.height * layout.tiles.width).map(pixels).collect();
-            model.encode_tiled_image(backend, &crops, &layout, encoder)?
+            model.encode_tiled_image(backend, &crops, layout, encoder)?
         }
         None => model.encode_image(backend, &pixels(0), encoder)?,
     };
@@ -189,7 +192,12 @@ fn run_one<B: Backend>(backend: &B, model: &Llava<B>, spec: &ReduceSpec, options
     stats.ms_decode = ms_since(started);
     stats.prompt_tokens = unreduced_len;
     stats.generated_tokens = options.decode_tokens;
-    let _ = state.finish(&mut stats);
+    let mut reduction = state.finish(&mut stats);
+    if let (Some(layout), Some(report)) = (&tiling, reduction.images.first_mut()) {
+        let canvas = ImageGeometry::unscaled(layout.best.width, layout.best.height);
+        report.tiles = Some(TileReport::new(layout, canvas));
+        stats.crops = vec![report.crop_counts()];
+    }
     Ok(BenchRun {
         reduce: spec.text.clone(),
         vision_tokens,
@@ -307,5 +315,15 @@ mod tests {
         assert_eq!(fastv.stats.after_prefill, 10);
         assert!(fastv.stats.flops_prefill < none.stats.flops_prefill);
         assert!(fastv.stats.kv_bytes_after_prefill < none.stats.kv_bytes_after_prefill);
+
+        let crops = &none.stats.crops[0];
+        let names: Vec<&str> = crops.iter().map(|c| c.crop.as_str()).collect();
+        assert_eq!(
+            names,
+            ["base", "tile 1,1", "tile 1,2", "tile 2,1", "tile 2,2", "newlines"]
+        );
+        assert!(crops.iter().all(|c| c.tokens_in == 4 && c.kept == 4));
+        let kept: usize = fastv.stats.crops[0].iter().map(|c| c.kept).sum();
+        assert_eq!(kept, 10);
     }
 }

@@ -29,6 +29,21 @@ pub struct ImageGeometry {
     pub content: [usize; 4],
 }
 
+impl ImageGeometry {
+    /// A canvas that is the image itself, pixel for pixel (the benchmark's synthetic image).
+    pub fn unscaled(width: usize, height: usize) -> Self {
+        ImageGeometry {
+            canvas_width: width,
+            canvas_height: height,
+            scale_x: 1.0,
+            scale_y: 1.0,
+            offset_x: 0.0,
+            offset_y: 0.0,
+            content: [0, 0, width, height],
+        }
+    }
+}
+
 impl ImageProcessorConfig {
     /// The geometry of `image` through this preprocessing.
     pub fn geometry(&self, image: &RgbImage) -> Result<ImageGeometry> {
