@@ -1,8 +1,9 @@
 // LLaVA-NeXT from the command line: the tiny NeXT fixture answers as transformers does, a
-// reduction reports its tokens crop by crop, `--show-kept` draws the base crop and the tiles,
-// and `--max-image-tokens` picks a smaller tile grid or says why it cannot.
+// reduction reports its tokens crop by crop, every method holds its budget over all crops,
+// `--show-kept` draws the base crop and the tiles, and `--max-image-tokens` picks a smaller
+// tile grid or says why it cannot.
 
-import { readFileSync } from 'node:fs';
+import { copyFileSync, cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import sharp from 'sharp';
@@ -48,9 +49,7 @@ test('--stats gives the tokens of every crop; --show-kept draws the base crop be
   ]);
   assert.is(result.code, 0, result.stderr);
   // 64×40 on a 1×2 grid: 12 feature rows, columns 2..22 of 24 (10 in each tile).
-  const line = result.stderr.split('\n').find((l) => l.startsWith('image_1_crops'));
-  assert.ok(line, result.stderr);
-  const crops = [...line.matchAll(/(base|tile \d,\d|newlines) (\d+)→(\d+)→(\d+)/g)];
+  const crops = cropCounts(result.stderr);
   assert.equal(
     crops.map((m) => [m[1], Number(m[2])]),
     [
@@ -71,6 +70,29 @@ test('--stats gives the tokens of every crop; --show-kept draws the base crop be
   );
   const { width, height } = await sharp(png).metadata();
   assert.equal([width, height], [64 + PANEL_GAP + 64, 40]);
+});
+
+test('every method keeps its budget over all crops of a tiled image', () => {
+  const kept = (model: string, reduce: string) => {
+    const result = runCli(['ask', '--model', model, '--max-tokens', '2', '--reduce', reduce, '--stats', SHAPES, QUESTION]);
+    assert.is(result.code, 0, result.stderr);
+    return cropCounts(result.stderr).reduce((sum, m) => sum + Number(m[4]), 0);
+  };
+  for (const reduce of ['fastv:k=1,keep=40', 'sparsevlm:keep=40', 'mustdrop:keep=40']) {
+    assert.is(kept(MODEL, reduce), 40, reduce);
+  }
+  // Dynamic-LLaVA's predictors come from the reduction fixture (the same hidden size), beside
+  // a copy of the NeXT model, with the sparse layer moved into its two layers.
+  const withPredictors = tempDir();
+  cpSync(MODEL, withPredictors, { recursive: true });
+  const reduceModel = join(FIXTURES, 'models', 'tiny-llava-reduce');
+  copyFileSync(join(reduceModel, 'predictors.safetensors'), join(withPredictors, 'predictors.safetensors'));
+  const sparse = (JSON.parse(readFileSync(join(reduceModel, 'config.json'), 'utf8')) as { sparse_config: object })
+    .sparse_config;
+  const config = JSON.parse(readFileSync(join(MODEL, 'config.json'), 'utf8')) as Record<string, unknown>;
+  config.sparse_config = { ...sparse, sparse_layer: 1 };
+  writeFileSync(join(withPredictors, 'config.json'), JSON.stringify(config));
+  assert.is(kept(withPredictors, 'dynamic:keep_rate=0.25,text=off'), Math.floor(EXPECTED.image_tokens[0]! / 4));
 });
 
 test('--max-image-tokens picks a smaller grid, and says when none is small enough', () => {
@@ -111,3 +133,11 @@ test('inspect gives the architecture, the tile grids and the most tokens an imag
 });
 
 test.run();
+
+/** The `image_1_crops` line of `--stats`, one match per crop: name, tokens in, after the
+ * encoder, kept. */
+function cropCounts(stderr: string): RegExpMatchArray[] {
+  const line = stderr.split('\n').find((l) => l.startsWith('image_1_crops'));
+  assert.ok(line, stderr);
+  return [...line.matchAll(/(base|tile \d,\d|newlines) (\d+)→(\d+)→(\d+)/g)];
+}
