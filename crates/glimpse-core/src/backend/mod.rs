@@ -90,6 +90,21 @@ pub trait Backend: Send + Sync + 'static {
     /// only the token id comes back. `params.temperature` must be above 0.
     fn sample_row(&self, t: &Self::Tensor, row: usize, params: &SamplingParams, u: f64) -> u32;
 
+    /// Sets element (`row`, `col`) of `t` to `value` (on a device, a copy queued like the
+    /// ops: nothing waits for it).
+    fn set_value(&self, t: &mut Self::Tensor, row: usize, col: usize, value: f32);
+    /// Hugging Face's repetition penalty on row `row` of `logits`, written to `out` (1 ×
+    /// cols), by the rules of `generate::sampler::penalize_repeats`: `seen` (1 × cols)
+    /// marks the ids already in the sequence with a nonzero value.
+    fn penalize_repeats(
+        &self,
+        logits: &Self::Tensor,
+        row: usize,
+        seen: &Self::Tensor,
+        penalty: f32,
+        out: &mut Self::Tensor,
+    );
+
     /// `out = x · wᵀ (+ bias)`, with `w` of shape `[out_features, in_features]`.
     fn linear(&self, x: &Self::Tensor, w: &Self::Weight, bias: Option<&Self::Weight>, out: &mut Self::Tensor);
     /// `out[i] = table[ids[i]]` (embedding lookup); a 1-D table is one row.

@@ -36,7 +36,7 @@ struct Member<'m, 't, B: Backend> {
     /// Index of its request (and of its output).
     index: usize,
     state: GenerationState<'m, B>,
-    decoding: Decoding<'t>,
+    decoding: Decoding<'t, B>,
     /// Where its next token's logits are: its row of the last batched step's logits, or
     /// (before the first step) its own state's.
     batch_row: Option<usize>,
@@ -146,7 +146,7 @@ fn start<'m, 't, B: Backend>(
     } = prepare(request)?;
     let n_prompt = prompt.unreduced_len;
     let max_new = session::max_new_tokens(request, n_prompt, context_len);
-    let decoding = Decoding::new(tokenizer, request, prompt.ids.clone(), max_new)?;
+    let decoding = Decoding::new(b, tokenizer, request, prompt.ids.clone(), max_new)?;
     // Checked against what the batch's earlier sequences left free.
     session::ensure_kv_fits(b, model, prompt.ids.len(), max_new)?;
     let mut state = GenerationState::new(b, model, plan, prompt.ids.len() + max_new);

@@ -10,13 +10,10 @@ use crate::error::Result;
 use crate::text::{IncrementalDetokenizer, StopMatcher, TextTokenizer};
 
 /// One sequence's decoding: the tokens so far and everything that decides the next one.
-pub(crate) struct Decoding<'t> {
+pub(crate) struct Decoding<'t, B: Backend> {
     sampler: Sampler,
-    /// The logits row, brought to the host only when the sampler needs more than the
-    /// greedy choice (reused every step).
-    logits: Vec<f32>,
-    /// Prompt ids, then generated ids (what the repetition penalty looks at).
-    history: Vec<u32>,
+    /// The repetition penalty's rows on the backend, when the request sets one.
+    repeats: Option<Repeats<B>>,
     generated: Vec<u32>,
     max_new: usize,
     eos: &'t [u32],
@@ -24,6 +21,41 @@ pub(crate) struct Decoding<'t> {
     detokenizer: IncrementalDetokenizer<'t>,
     stop: StopMatcher,
     text: String,
+}
+
+/// The repetition penalty kept where the logits are, so that they never cross to the host:
+/// the ids the sequence holds as a 1 × vocabulary row of 0/1 (built from the prompt at the
+/// first step, then one element set per generated token), and the penalised logits row the
+/// token is picked from.
+struct Repeats<B: Backend> {
+    penalty: f32,
+    seen: B::Tensor,
+    penalized: B::Tensor,
+    /// The prompt's ids, until the first step learns the vocabulary size and marks them.
+    prompt_ids: Vec<u32>,
+}
+
+impl<B: Backend> Repeats<B> {
+    /// Row `row` of `logits`, penalised, into `self.penalized`.
+    fn apply(&mut self, b: &B, logits: &B::Tensor, row: usize) {
+        let vocab = b.shape(logits).1;
+        if !self.prompt_ids.is_empty() || b.shape(&self.seen) != (1, vocab) {
+            let mut seen = vec![0.0; vocab];
+            for id in self.prompt_ids.drain(..) {
+                if let Some(mark) = seen.get_mut(id as usize) {
+                    *mark = 1.0;
+                }
+            }
+            b.upload(&seen, 1, vocab, &mut self.seen);
+        }
+        b.penalize_repeats(logits, row, &self.seen, self.penalty, &mut self.penalized);
+    }
+
+    fn mark(&mut self, b: &B, id: u32) {
+        if (id as usize) < b.shape(&self.seen).1 {
+            b.set_value(&mut self.seen, 0, id as usize, 1.0);
+        }
+    }
 }
 
 /// What a decode step leads to.
@@ -41,19 +73,27 @@ pub(crate) struct Decoded {
     pub finish_reason: FinishReason,
 }
 
-impl<'t> Decoding<'t> {
+impl<'t, B: Backend> Decoding<'t, B> {
     /// `max_new`: tokens the sequence may generate (the request's limit, cut to what the
     /// context window leaves after the prompt).
     pub(crate) fn new(
+        b: &B,
         tokenizer: &'t TextTokenizer,
         request: &GenerateRequest,
         prompt_ids: Vec<u32>,
         max_new: usize,
     ) -> Result<Self> {
+        let sampler = Sampler::new(request.sampling)?;
+        let penalty = request.sampling.repetition_penalty;
+        let repeats = (penalty != 1.0).then(|| Repeats {
+            penalty,
+            seen: b.new_tensor(),
+            penalized: b.new_tensor(),
+            prompt_ids,
+        });
         Ok(Decoding {
-            sampler: Sampler::new(request.sampling)?,
-            logits: Vec::new(),
-            history: prompt_ids,
+            sampler,
+            repeats,
             generated: Vec::with_capacity(max_new),
             max_new,
             eos: tokenizer.eos_token_ids(),
@@ -66,10 +106,9 @@ impl<'t> Decoding<'t> {
 
     /// Picks the next token from row `row` of `logits`, streams its text, and says whether
     /// the sequence goes on. The backend picks it (greedy, or a draw with the sampler's next
-    /// uniform number), so on a device only the token id crosses to the host; only the
-    /// repetition penalty, which rewrites the logits from the history first, reads the row
-    /// and samples here.
-    pub(crate) fn next<B: Backend>(
+    /// uniform number) after applying any repetition penalty, so on a device only the token
+    /// id crosses to the host.
+    pub(crate) fn next(
         &mut self,
         b: &B,
         logits: &B::Tensor,
@@ -80,11 +119,14 @@ impl<'t> Decoding<'t> {
             return Ok(Next::Finished(FinishReason::Length));
         }
         let params = *self.sampler.params();
-        let id = if params.repetition_penalty != 1.0 {
-            self.logits.resize(b.shape(logits).1, 0.0);
-            b.download_row(logits, row, &mut self.logits);
-            self.sampler.sample(&mut self.logits, &self.history)
-        } else if params.is_greedy() {
+        let (logits, row) = match &mut self.repeats {
+            Some(repeats) => {
+                repeats.apply(b, logits, row);
+                (&repeats.penalized, 0)
+            }
+            None => (logits, row),
+        };
+        let id = if params.is_greedy() {
             b.argmax_row(logits, row)
         } else {
             let u = self.sampler.next_uniform();
@@ -95,7 +137,9 @@ impl<'t> Decoding<'t> {
             return Ok(Next::Finished(FinishReason::Eos));
         }
         self.generated.push(id);
-        self.history.push(id);
+        if let Some(repeats) = &mut self.repeats {
+            repeats.mark(b, id);
+        }
         let check = self.stop.push(&self.detokenizer.push(id)?);
         self.text.push_str(&check.emit);
         on_event(Event::Token { id, text: check.emit });

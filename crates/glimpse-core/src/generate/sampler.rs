@@ -60,11 +60,6 @@ impl SamplingParams {
 pub struct Sampler {
     params: SamplingParams,
     rng: ChaCha20Rng,
-    /// (logit, token id) of the tokens still in the running; reused every step so that
-    /// sampling allocates only on the first call.
-    candidates: Vec<(f32, u32)>,
-    /// Marks ids already penalised in this step (history usually repeats ids).
-    penalised: Vec<bool>,
 }
 
 impl Sampler {
@@ -78,56 +73,7 @@ impl Sampler {
         Ok(Sampler {
             params,
             rng: ChaCha20Rng::seed_from_u64(params.seed),
-            candidates: Vec::new(),
-            penalised: Vec::new(),
         })
-    }
-
-    /// Picks the next token. `logits` may be modified in place; `history` holds the prompt
-    /// and generated ids so far (for the repetition penalty).
-    ///
-    /// NaN logits count as impossible tokens; history ids outside the vocabulary are ignored.
-    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
-        assert!(!logits.is_empty(), "sampler called with an empty logits row");
-        for logit in logits.iter_mut() {
-            if logit.is_nan() {
-                *logit = f32::NEG_INFINITY;
-            }
-        }
-        if self.params.repetition_penalty != 1.0 {
-            self.apply_repetition_penalty(logits, history);
-        }
-        if self.params.is_greedy() {
-            return greedy_choice(logits);
-        }
-        self.sample_from_distribution(logits)
-    }
-
-    /// HF semantics: each distinct id seen so far is made less likely once, by dividing a
-    /// positive logit or multiplying a negative one by the penalty.
-    fn apply_repetition_penalty(&mut self, logits: &mut [f32], history: &[u32]) {
-        let penalty = self.params.repetition_penalty;
-        if self.penalised.len() < logits.len() {
-            self.penalised.resize(logits.len(), false);
-        }
-        for &id in history {
-            let id = id as usize;
-            if id >= logits.len() || self.penalised[id] {
-                continue;
-            }
-            self.penalised[id] = true;
-            let logit = &mut logits[id];
-            *logit = if *logit > 0.0 {
-                *logit / penalty
-            } else {
-                *logit * penalty
-            };
-        }
-        for &id in history {
-            if let Some(mark) = self.penalised.get_mut(id as usize) {
-                *mark = false;
-            }
-        }
     }
 
     /// The uniform number in [0, 1) of the next draw. A draw from the logits takes exactly
@@ -135,10 +81,21 @@ impl Sampler {
     pub(crate) fn next_uniform(&mut self) -> f64 {
         self.rng.random::<f64>()
     }
+}
 
-    fn sample_from_distribution(&mut self, logits: &[f32]) -> u32 {
-        let u = self.next_uniform();
-        draw(logits, &self.params, u, &mut self.candidates)
+/// Hugging Face's repetition penalty, a logits processor applied before greedy choice or
+/// sampling: each id already in the sequence (`seen[id]` nonzero) is made less likely once,
+/// a positive logit divided by `penalty` and any other multiplied by it. The device kernel
+/// (kernels/sample.cu `penalize_repeats`) performs the same f32 operations.
+pub(crate) fn penalize_repeats(logits: &[f32], seen: &[f32], penalty: f32, out: &mut [f32]) {
+    for ((out, &logit), &seen) in out.iter_mut().zip(logits).zip(seen) {
+        *out = if seen == 0.0 {
+            logit
+        } else if logit > 0.0 {
+            logit / penalty
+        } else {
+            logit * penalty
+        };
     }
 }
 
@@ -261,8 +218,18 @@ mod tests {
         .unwrap()
     }
 
+    /// The token a decode step picks from `logits` with `sampler`'s settings (no penalty).
+    fn pick(sampler: &mut Sampler, logits: &[f32]) -> u32 {
+        if sampler.params().is_greedy() {
+            greedy_choice(logits)
+        } else {
+            let u = sampler.next_uniform();
+            draw(logits, sampler.params(), u, &mut Vec::new())
+        }
+    }
+
     fn draws(sampler: &mut Sampler, logits: &[f32], n: usize) -> Vec<u32> {
-        (0..n).map(|_| sampler.sample(&mut logits.to_vec(), &[])).collect()
+        (0..n).map(|_| pick(sampler, logits)).collect()
     }
 
     const LOGITS: [f32; 6] = [0.5, 2.0, -1.0, 1.9, 0.0, 1.5];
@@ -270,8 +237,8 @@ mod tests {
     #[test]
     fn greedy_picks_the_largest_logit() {
         let mut s = Sampler::new(SamplingParams::default()).unwrap();
-        assert_eq!(s.sample(&mut LOGITS.to_vec(), &[]), 1);
-        assert_eq!(s.sample(&mut [-3.0, -1.0, -2.0], &[]), 1);
+        assert_eq!(pick(&mut s, &LOGITS), 1);
+        assert_eq!(pick(&mut s, &[-3.0, -1.0, -2.0]), 1);
     }
 
     #[test]
@@ -284,16 +251,16 @@ mod tests {
     #[test]
     fn greedy_tie_goes_to_the_lowest_id() {
         let mut s = Sampler::new(SamplingParams::default()).unwrap();
-        assert_eq!(s.sample(&mut [0.0, 3.0, 1.0, 3.0], &[]), 1);
+        assert_eq!(pick(&mut s, &[0.0, 3.0, 1.0, 3.0]), 1);
     }
 
     #[test]
     fn nan_logits_are_never_chosen() {
         let mut s = Sampler::new(SamplingParams::default()).unwrap();
-        assert_eq!(s.sample(&mut [f32::NAN, -5.0, f32::NAN], &[]), 1);
+        assert_eq!(pick(&mut s, &[f32::NAN, -5.0, f32::NAN]), 1);
         let mut s = sampler(1.0, 0, 1.0, 1.0, 3);
         for _ in 0..200 {
-            assert_eq!(s.sample(&mut [f32::NAN, 0.0, f32::NEG_INFINITY], &[]), 1);
+            assert_eq!(pick(&mut s, &[f32::NAN, 0.0, f32::NEG_INFINITY]), 1);
         }
     }
 
@@ -353,26 +320,14 @@ mod tests {
     #[test]
     fn repetition_penalty_flips_a_greedy_choice() {
         let logits = [1.0, 1.8, 1.5, -0.5];
-        let mut plain = Sampler::new(SamplingParams::default()).unwrap();
-        assert_eq!(plain.sample(&mut logits.to_vec(), &[1, 1, 3]), 1);
-        let mut penalised = sampler(0.0, 0, 1.0, 1.3, 0);
-        let mut row = logits.to_vec();
+        assert_eq!(greedy_choice(&logits), 1);
+        let seen = [0.0, 1.0, 0.0, 1.0];
+        let mut row = [0.0; 4];
+        penalize_repeats(&logits, &seen, 1.3, &mut row);
+        // Positive logits are divided, negative ones multiplied, unseen ones copied.
+        assert_eq!(row, [1.0, 1.8 / 1.3, 1.5, -0.5 * 1.3]);
         // 1.8 / 1.3 = 1.385 < 1.5, so id 2 now wins.
-        assert_eq!(penalised.sample(&mut row, &[1, 1, 3]), 2);
-        // Each distinct id is penalised once; negative logits are multiplied.
-        assert_eq!(row, vec![1.0, 1.8 / 1.3, 1.5, -0.5 * 1.3]);
-        // The marks are reset: the next call penalises again from the raw logits.
-        let mut row = logits.to_vec();
-        penalised.sample(&mut row, &[3]);
-        assert_eq!(row, vec![1.0, 1.8, 1.5, -0.5 * 1.3]);
-    }
-
-    #[test]
-    fn repetition_penalty_ignores_ids_outside_the_vocabulary() {
-        let mut s = sampler(0.0, 0, 1.0, 2.0, 0);
-        let mut row = vec![1.0, 2.0];
-        assert_eq!(s.sample(&mut row, &[7, 1]), 0);
-        assert_eq!(row, vec![1.0, 1.0]);
+        assert_eq!(greedy_choice(&row), 2);
     }
 
     /// Two tokens with logits 0 and ln 3 at temperature 2 have probabilities

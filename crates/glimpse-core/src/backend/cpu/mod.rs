@@ -12,7 +12,7 @@ pub use tensor::{CpuTensor, CpuWeight};
 
 use crate::backend::{AttentionParams, Backend, MergeSource};
 use crate::error::{Error, Result};
-use crate::generate::sampler::{draw, greedy_choice, SamplingParams};
+use crate::generate::sampler::{draw, greedy_choice, penalize_repeats, SamplingParams};
 use crate::model::config::Activation;
 use crate::model::weights::{DType, TensorView};
 
@@ -101,6 +101,27 @@ impl Backend for CpuBackend {
 
     fn sample_row(&self, t: &CpuTensor, row: usize, params: &SamplingParams, u: f64) -> u32 {
         draw(t.row(row), params, u, &mut Vec::new())
+    }
+
+    fn set_value(&self, t: &mut CpuTensor, row: usize, col: usize, value: f32) {
+        assert!(
+            row < t.rows && col < t.cols,
+            "set_value: ({row}, {col}) outside {}×{}",
+            t.rows,
+            t.cols
+        );
+        t.data[row * t.cols + col] = value;
+    }
+
+    fn penalize_repeats(&self, logits: &CpuTensor, row: usize, seen: &CpuTensor, penalty: f32, out: &mut CpuTensor) {
+        assert!(row < logits.rows, "penalize_repeats: row {row} of {}", logits.rows);
+        assert_eq!(
+            (seen.rows, seen.cols),
+            (1, logits.cols),
+            "penalize_repeats: seen is not one row as wide"
+        );
+        out.resize(1, logits.cols);
+        penalize_repeats(logits.row(row), &seen.data, penalty, &mut out.data);
     }
 
     fn linear(&self, x: &CpuTensor, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuTensor) {

@@ -70,6 +70,7 @@ kernels! {
     ARGMAX_ROWS = "argmax_rows" [Ptr, Ptr, I32];
     SOFTMAX_ROWS = "softmax_rows" [Ptr, Ptr, I32];
     SAMPLE_ROW = "sample_row" [Ptr, Ptr, Ptr, I32, F32, I32, F32];
+    PENALIZE_REPEATS = "penalize_repeats" [Ptr, Ptr, Ptr, I32, F32];
 }
 
 /// The file holding a kernel, for error messages and the module cache.

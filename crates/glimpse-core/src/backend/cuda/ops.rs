@@ -232,6 +232,43 @@ impl<D: Device> Backend for GpuBackend<D> {
         id[0]
     }
 
+    fn set_value(&self, t: &mut GpuTensor<D>, row: usize, col: usize, value: f32) {
+        assert!(
+            row < t.rows && col < t.cols,
+            "set_value: ({row}, {col}) outside {}×{}",
+            t.rows,
+            t.cols
+        );
+        let at = (row * t.cols + col) * std::mem::size_of::<f32>();
+        self.exec(|dev, _| dev.write(t.address(dev) + at as u64, &value.to_ne_bytes()));
+    }
+
+    fn penalize_repeats(
+        &self,
+        logits: &GpuTensor<D>,
+        row: usize,
+        seen: &GpuTensor<D>,
+        penalty: f32,
+        out: &mut GpuTensor<D>,
+    ) {
+        assert!(row < logits.rows, "penalize_repeats: row {row} of {}", logits.rows);
+        assert_eq!(
+            (seen.rows, seen.cols),
+            (1, logits.cols),
+            "penalize_repeats: seen is not one row as wide"
+        );
+        self.shape_output(out, 1, logits.cols, 0);
+        self.exec(|dev, _| {
+            Args::new(kernels::PENALIZE_REPEATS)
+                .ptr(logits.row_address(dev, row))
+                .ptr(seen.address(dev))
+                .ptr(out.address(dev))
+                .i32(logits.cols)
+                .f32(penalty)
+                .launch(dev, launch::elementwise(logits.cols))
+        });
+    }
+
     fn linear(&self, x: &GpuTensor<D>, w: &GpuWeight<D>, bias: Option<&GpuWeight<D>>, out: &mut GpuTensor<D>) {
         assert_eq!(
             x.cols, w.cols,

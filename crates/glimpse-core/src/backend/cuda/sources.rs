@@ -79,7 +79,7 @@ pub const FILES: &[KernelFile] = &[
     KernelFile {
         name: "sample.cu",
         source: include_str!("kernels/sample.cu"),
-        kernels: &["sample_row"],
+        kernels: &["sample_row", "penalize_repeats"],
     },
     KernelFile {
         name: "softmax.cu",

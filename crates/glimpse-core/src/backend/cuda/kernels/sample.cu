@@ -228,3 +228,16 @@ extern "C" __global__ void sample_row(const float* logits, unsigned* out, const 
     }
     if (threadIdx.x == 0) *out = (unsigned)chosen;
 }
+
+// Hugging Face's repetition penalty on one row of logits, into `out` (generate/sampler.rs
+// `penalize_repeats`, whose f32 operations these are): a token marked in `seen` (nonzero)
+// has a positive logit divided by `penalty` and any other multiplied by it; the rest are
+// copied. Grid-stride: any grid covers the row.
+extern "C" __global__ void penalize_repeats(const float* logits, const float* seen, float* out, int cols,
+                                            float penalty) {
+    int stride = gridDim.x * blockDim.x;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += stride) {
+        float x = logits[c];
+        out[c] = seen[c] != 0.0f ? (x > 0.0f ? x / penalty : x * penalty) : x;
+    }
+}

@@ -230,6 +230,45 @@ fn sample_row_matches_cpu() {
     g.check().unwrap();
 }
 
+/// The repetition penalty on a row with positive, negative, zero, −∞ and NaN logits, some
+/// seen and some not, wider than one block of the grid-stride launch; then one more id
+/// marked with `set_value`, as a decode step does.
+#[test]
+fn penalize_repeats_matches_cpu() {
+    let (b, g) = (cpu(), gpu());
+    let mut rng = rng(73);
+    let cols = 1500;
+    let mut logits = random(&mut rng, 2 * cols, 3.0);
+    for (c, special) in [(5, 0.0), (6, f32::NEG_INFINITY), (7, f32::NAN), (cols + 9, -0.0)] {
+        logits[c] = special;
+    }
+    let seen: Vec<f32> = (0..cols)
+        .map(|c| if c % 3 == 0 || c < 10 { 1.0 } else { 0.0 })
+        .collect();
+    let (l_cpu, l_gpu) = (tensor(&b, &logits, 2, cols), on_gpu(&g, &logits, 2, cols));
+    let (mut s_cpu, mut s_gpu) = (tensor(&b, &seen, 1, cols), on_gpu(&g, &seen, 1, cols));
+    let (mut out_cpu, mut out_gpu) = (b.new_tensor(), g.new_tensor());
+    for (penalty, row) in [(1.3f32, 0), (0.7, 1)] {
+        b.penalize_repeats(&l_cpu, row, &s_cpu, penalty, &mut out_cpu);
+        g.penalize_repeats(&l_gpu, row, &s_gpu, penalty, &mut out_gpu);
+        let want = b.download(&out_cpu);
+        assert_same_bits(&g.download(&out_gpu), &want, "penalize_repeats");
+        assert_ne!(want[12], logits[row * cols + 12], "seen id 12 was not penalised");
+        assert_eq!(want[13], logits[row * cols + 13], "unseen id 13 was penalised");
+    }
+    b.set_value(&mut s_cpu, 0, 1001, 1.0);
+    g.set_value(&mut s_gpu, 0, 1001, 1.0);
+    assert_same_bits(&g.download(&s_gpu), &b.download(&s_cpu), "set_value");
+    b.penalize_repeats(&l_cpu, 0, &s_cpu, 2.0, &mut out_cpu);
+    g.penalize_repeats(&l_gpu, 0, &s_gpu, 2.0, &mut out_gpu);
+    assert_same_bits(
+        &g.download(&out_gpu),
+        &b.download(&out_cpu),
+        "penalize_repeats after set_value",
+    );
+    g.check().unwrap();
+}
+
 #[test]
 fn elementwise_and_norm_ops_match_cpu() {
     let (b, g) = (cpu(), gpu());

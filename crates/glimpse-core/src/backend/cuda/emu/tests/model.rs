@@ -194,3 +194,31 @@ fn seeded_sampling_draws_the_same_tokens() {
         "every setting drew the greedy tokens"
     );
 }
+
+/// The repetition penalty on the device (kernels/sample.cu `penalize_repeats` over the
+/// sequence's ids, kept as a device row): greedy and sampled, the device picks the CPU's
+/// tokens, and the penalty changes the greedy ones.
+#[test]
+fn repetition_penalty_picks_the_same_tokens() {
+    let expected = Expected::load("tiny-llava-mha");
+    let engine = cpu_engine(&expected, None);
+    let device = emulated(&expected, Some(DType::F32));
+    let greedy = on_cpu(&engine, &request(&expected, "none", 12)).output.token_ids;
+    let mut penalised = Vec::new();
+    for (temperature, repetition_penalty) in [(0.0, 1.5), (0.0, 0.6), (1.1, 1.3)] {
+        let mut request = request(&expected, "none", 12);
+        request.sampling = SamplingParams {
+            temperature,
+            repetition_penalty,
+            seed: 9,
+            ..Default::default()
+        };
+        let (cpu, gpu) = (on_cpu(&engine, &request), on_emulator(&engine, &device, &request));
+        assert_agree(&format!("{:?}", request.sampling), &cpu, &gpu, LOGITS_F32);
+        penalised.push(cpu.output.token_ids);
+    }
+    assert_ne!(
+        penalised[0], greedy,
+        "a penalty of 1.5 left the greedy tokens as they were"
+    );
+}
