@@ -186,9 +186,12 @@ fn run_one<B: Backend>(backend: &B, model: &Llava<B>, spec: &ReduceSpec, options
     // Greedy, as a user's default run: on a device only the chosen id leaves it.
     let started = Instant::now();
     for _ in 0..options.decode_tokens {
-        let id = backend.argmax_row(state.logits(), 0);
+        let (logits, rider) = state.logits_and_rider();
+        let id = backend.argmax_row(logits, 0, rider);
+        state.settle(backend);
         state.step(backend, &model.language, id)?;
     }
+    state.settle(backend);
     stats.ms_decode = ms_since(started);
     stats.prompt_tokens = unreduced_len;
     stats.generated_tokens = options.decode_tokens;

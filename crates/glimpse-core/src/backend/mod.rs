@@ -48,6 +48,14 @@ pub enum MergeSource {
     Window(usize),
 }
 
+/// A few values a decode step leaves on the device for the host (a cache policy's verdict
+/// on the token it fed), brought back in the same transfer as the next token id so that a
+/// step waits on the device once: `values` (every element, row-major) into `out`.
+pub struct Rider<'a, B: Backend + ?Sized> {
+    pub values: &'a B::Tensor,
+    pub out: &'a mut Vec<f32>,
+}
+
 pub trait Backend: Send + Sync + 'static {
     /// A 2-D f32 activation matrix on this backend's device.
     type Tensor: Send + Sync;
@@ -83,12 +91,21 @@ pub trait Backend: Send + Sync + 'static {
     /// Copies one row into `out` (whose length must equal the row width).
     fn download_row(&self, t: &Self::Tensor, row: usize, out: &mut [f32]);
     /// Index of the largest value of row `row`, by the rules of the greedy sampler
-    /// (`generate::sampler::greedy_choice`); on a device only the index comes back.
-    fn argmax_row(&self, t: &Self::Tensor, row: usize) -> u32;
+    /// (`generate::sampler::greedy_choice`); on a device only the index comes back, with
+    /// the [`Rider`]'s values if there is one.
+    fn argmax_row(&self, t: &Self::Tensor, row: usize, rider: Option<Rider<'_, Self>>) -> u32;
     /// A token drawn from row `row` with `params`' temperature, top-k and top-p, given the
     /// uniform number `u` in [0, 1), by the rules of `generate::sampler::draw`; on a device
-    /// only the token id comes back. `params.temperature` must be above 0.
-    fn sample_row(&self, t: &Self::Tensor, row: usize, params: &SamplingParams, u: f64) -> u32;
+    /// only the token id comes back, with the [`Rider`]'s values if there is one.
+    /// `params.temperature` must be above 0.
+    fn sample_row(
+        &self,
+        t: &Self::Tensor,
+        row: usize,
+        params: &SamplingParams,
+        u: f64,
+        rider: Option<Rider<'_, Self>>,
+    ) -> u32;
 
     /// Sets element (`row`, `col`) of `t` to `value` (on a device, a copy queued like the
     /// ops: nothing waits for it).

@@ -81,12 +81,16 @@ pub(crate) fn run<'m, B: Backend>(
             let next = if cancel.load(Ordering::Relaxed) {
                 Ok(Next::Finished(FinishReason::Cancelled))
             } else {
-                let (logits, row) = match member.batch_row {
-                    Some(row) => (&work.scratch.logits, row),
-                    None => (member.state.logits(), 0),
+                let (logits, row, rider) = match member.batch_row {
+                    Some(row) => (&work.scratch.logits, row, member.state.rider()),
+                    None => {
+                        let (logits, rider) = member.state.logits_and_rider();
+                        (logits, 0, rider)
+                    }
                 };
-                member.decoding.next(b, logits, row, &mut noop)
+                member.decoding.next(b, logits, row, rider, &mut noop)
             };
+            member.state.settle(b);
             match next {
                 Ok(Next::Feed(id)) => {
                     feeding.push(id);
@@ -217,13 +221,13 @@ pub(super) fn step<B: Backend>(
     llama.embed(b, &ids, &mut work.hidden);
     let width = b.shape(&work.hidden).1;
     for i in 0..llama.n_layers() {
-        for (r, (feed, token)) in batch.iter_mut().zip(&mut tokens).enumerate() {
+        for (r, feed) in batch.iter_mut().enumerate() {
             let state = &mut *feed.state;
             if state.needs_hidden_before(i) {
                 b.reserve_rows(&mut state.hidden, 1, width);
                 b.copy_rows(&work.hidden, r, &mut state.hidden, 0, 1);
             }
-            state.before_layer(b, i, token)?;
+            state.before_layer(b, i)?;
         }
         let mut rows: Vec<BatchRow<'_, B>> = batch
             .iter_mut()
@@ -352,10 +356,12 @@ mod tests {
         let mut fed = Vec::new();
         for _ in 0..case.steps {
             let id = argmax(logits.last().unwrap());
+            state.settle(b);
             state.step(b, &model.language, id).unwrap();
             fed.push(id);
             logits.push(state.download_logits(b));
         }
+        state.settle(b);
         trace(state, fed, logits)
     }
 
@@ -380,6 +386,7 @@ mod tests {
                 if t < cases[r].steps {
                     let id = argmax(logits[r].last().unwrap());
                     fed[r].push(id);
+                    state.settle(b);
                     batch.push(Feed { state, id });
                     running.push(r);
                 }
@@ -395,7 +402,10 @@ mod tests {
             .into_iter()
             .zip(fed)
             .zip(logits)
-            .map(|((state, fed), logits)| trace(state, fed, logits))
+            .map(|((mut state, fed), logits)| {
+                state.settle(b);
+                trace(state, fed, logits)
+            })
             .collect()
     }
 

@@ -4,7 +4,7 @@
 //! whether or not it ran in a batch.
 
 use super::sampler::Sampler;
-use crate::backend::Backend;
+use crate::backend::{Backend, Rider};
 use crate::engine::{Event, FinishReason, GenerateRequest};
 use crate::error::Result;
 use crate::text::{IncrementalDetokenizer, StopMatcher, TextTokenizer};
@@ -107,12 +107,13 @@ impl<'t, B: Backend> Decoding<'t, B> {
     /// Picks the next token from row `row` of `logits`, streams its text, and says whether
     /// the sequence goes on. The backend picks it (greedy, or a draw with the sampler's next
     /// uniform number) after applying any repetition penalty, so on a device only the token
-    /// id crosses to the host.
+    /// id crosses to the host, with `rider`'s values (the sequence's pending verdict).
     pub(crate) fn next(
         &mut self,
         b: &B,
         logits: &B::Tensor,
         row: usize,
+        rider: Option<Rider<'_, B>>,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<Next> {
         if self.generated.len() == self.max_new {
@@ -127,10 +128,10 @@ impl<'t, B: Backend> Decoding<'t, B> {
             None => (logits, row),
         };
         let id = if params.is_greedy() {
-            b.argmax_row(logits, row)
+            b.argmax_row(logits, row, rider)
         } else {
             let u = self.sampler.next_uniform();
-            b.sample_row(logits, row, &params, u)
+            b.sample_row(logits, row, &params, u, rider)
         };
         b.check()?;
         if !self.ignore_eos && self.eos.contains(&id) {

@@ -55,11 +55,16 @@ pub(crate) fn run<B: Backend>(
         if cancel.load(Ordering::Relaxed) {
             break FinishReason::Cancelled;
         }
-        match decoding.next(b, state.logits(), 0, on_event)? {
+        let (logits, rider) = state.logits_and_rider();
+        let next = decoding.next(b, logits, 0, rider, on_event)?;
+        state.settle(b);
+        match next {
             Next::Feed(id) => state.step(b, &model.language, id)?,
             Next::Finished(reason) => break reason,
         }
     };
+    // A cancelled run fed a token whose verdict never came back.
+    state.settle(b);
     let decoded = decoding.finish(finish_reason, on_event)?;
     stats.ms_decode = started.elapsed().as_secs_f64() * 1e3;
     Ok(output(state, decoded, stats, n_prompt))

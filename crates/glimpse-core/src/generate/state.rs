@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::kv_cache::KvCache;
 use super::session::PreparedPrompt;
 use super::stats::{decoder_layer_flops, GenerationStats};
-use crate::backend::Backend;
+use crate::backend::{Backend, Rider};
 use crate::error::Result;
 use crate::model::llama::{Llama, LlamaScratch};
 use crate::model::llava::Llava;
@@ -20,8 +20,6 @@ pub(super) struct StepToken {
     /// Position in `Original` mode, and the token's identity in the cache.
     position: u32,
     pub(super) origin: u32,
-    /// Whether its keys and values stay in the cache (decided at the admission layer).
-    admitted: bool,
     /// Its attention over each watched layer's cache, for the cache policy.
     watched_rows: Vec<Vec<f32>>,
 }
@@ -44,6 +42,12 @@ pub(crate) struct GenerationState<'m, B: Backend> {
     kv_bytes_peak: usize,
     kv_bytes_after_prefill: usize,
     decode_steps: usize,
+    /// The cache policy's verdict on the last fed token, scored on the backend at the
+    /// admission layer; it comes back with the next token id (see [`GenerationState::rider`])
+    /// into `verdict_values`, and [`GenerationState::settle`] acts on it.
+    verdict: B::Tensor,
+    verdict_values: Vec<f32>,
+    verdict_pending: bool,
 }
 
 impl<'m, B: Backend> GenerationState<'m, B> {
@@ -63,11 +67,14 @@ impl<'m, B: Backend> GenerationState<'m, B> {
             kv_bytes_peak: 0,
             kv_bytes_after_prefill: 0,
             decode_steps: 0,
+            verdict: b.new_tensor(),
+            verdict_values: Vec::new(),
+            verdict_pending: false,
         }
     }
 
     /// Runs the whole prompt through the model; the next token's logits are then in
-    /// [`GenerationState::logits`].
+    /// [`GenerationState::logits_and_rider`].
     pub(crate) fn prefill(&mut self, b: &B, model: &Llava<B>, prompt: &PreparedPrompt<B>) -> Result<()> {
         let llama = &model.language;
         let cfg = llama.config();
@@ -153,12 +160,45 @@ impl<'m, B: Backend> GenerationState<'m, B> {
     }
 
     /// The next token's logits, `[1, vocab]`, as the last prefill or step left them (on the
-    /// backend: a device keeps them there unless the sampler needs the whole row).
-    pub(crate) fn logits(&self) -> &B::Tensor {
-        &self.scratch.logits
+    /// backend), and the [`Rider`] to read back with its id: the verdict on the token fed
+    /// last, while one is pending.
+    pub(crate) fn logits_and_rider(&mut self) -> (&B::Tensor, Option<Rider<'_, B>>) {
+        let rider = self.verdict_pending.then_some(Rider {
+            values: &self.verdict,
+            out: &mut self.verdict_values,
+        });
+        (&self.scratch.logits, rider)
     }
 
-    /// [`GenerationState::logits`] brought to the host.
+    /// The rider alone, for a token picked from logits held elsewhere (a batched step's).
+    pub(crate) fn rider(&mut self) -> Option<Rider<'_, B>> {
+        self.logits_and_rider().1
+    }
+
+    /// Acts on the verdict on the token fed last, once it came back with the next token id
+    /// (or, when no token was picked after it, by reading it now): a token the cache policy
+    /// does not admit leaves the caches of the admission layer and after. It attended with
+    /// its own keys and values in its step either way, so deciding after the step changes
+    /// nothing but when the device is waited for.
+    pub(crate) fn settle(&mut self, b: &B) {
+        if !self.verdict_pending {
+            return;
+        }
+        self.verdict_pending = false;
+        if self.verdict_values.is_empty() {
+            self.verdict_values = b.download(&self.verdict);
+        }
+        let admitted = self.plan.cache.as_ref().is_none_or(|p| p.admits(&self.verdict_values));
+        self.verdict_values.clear();
+        self.report.decode_admitted.push(admitted);
+        if let (false, Some(first)) = (admitted, self.admission_layer()) {
+            for layer in first..self.cache.layers.len() {
+                self.cache.pop(layer);
+            }
+        }
+    }
+
+    /// The next token's logits brought to the host.
     pub(crate) fn download_logits(&self, b: &B) -> Vec<f32> {
         b.download(&self.scratch.logits)
     }
@@ -227,12 +267,12 @@ impl<'m, B: Backend> GenerationState<'m, B> {
     }
 
     /// Feeds one generated token; the following token's logits are then in
-    /// [`GenerationState::logits`].
+    /// [`GenerationState::logits_and_rider`].
     pub(crate) fn step(&mut self, b: &B, llama: &Llama<B>, id: u32) -> Result<()> {
         let mut token = self.begin_step();
         llama.embed(b, &[id], &mut self.hidden);
         for i in 0..llama.n_layers() {
-            self.before_layer(b, i, &mut token)?;
+            self.before_layer(b, i)?;
             let position = self.layer_position(i, &token);
             llama.forward_layer(
                 b,
@@ -260,7 +300,6 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         StepToken {
             position,
             origin: position,
-            admitted: true,
             watched_rows: Vec::with_capacity(watched),
         }
     }
@@ -275,14 +314,15 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         self.plan.cache.as_ref().and_then(|p| p.admission_layer())
     }
 
-    /// At the admission layer's input (`self.hidden` holding the token's row), asks the
-    /// cache policy whether the token stays in the caches from here on.
-    pub(super) fn before_layer(&mut self, b: &B, i: usize, token: &mut StepToken) -> Result<()> {
+    /// At the admission layer's input (`self.hidden` holding the token's row), has the
+    /// cache policy score whether the token stays in the caches from here on; the verdict
+    /// stays on the backend until the next token's read-back.
+    pub(super) fn before_layer(&mut self, b: &B, i: usize) -> Result<()> {
         if self.needs_hidden_before(i) {
             if let Some(policy) = self.plan.cache.as_mut() {
-                token.admitted = policy.admit(b, &self.hidden)?;
+                policy.score_admission(b, &self.hidden, &mut self.verdict)?;
+                self.verdict_pending = true;
             }
-            self.report.decode_admitted.push(token.admitted);
         }
         Ok(())
     }
@@ -296,7 +336,7 @@ impl<'m, B: Backend> GenerationState<'m, B> {
     }
 
     /// After layer `i` ran the token (its rotated query in `self.scratch`): the attention
-    /// row the cache policy watches, and leaving the cache if it was not admitted.
+    /// row the cache policy watches.
     pub(super) fn after_layer(&mut self, b: &B, llama: &Llama<B>, i: usize, token: &mut StepToken) {
         let watched = self
             .plan
@@ -308,9 +348,6 @@ impl<'m, B: Backend> GenerationState<'m, B> {
             let len = self.cache.layers[i].len;
             llama.attention_rows(b, i, &[0], &[len], &self.cache, &mut self.scratch, &mut row);
             token.watched_rows.push(row);
-        }
-        if !token.admitted && self.admission_layer().is_some_and(|l| i >= l) {
-            self.cache.pop(i);
         }
     }
 
@@ -477,8 +514,8 @@ mod admission_tests {
         fn admission_layer(&self) -> Option<usize> {
             Some(1)
         }
-        fn admit(&mut self, _b: &B, _hidden: &B::Tensor) -> Result<bool> {
-            Ok(false)
+        fn admits(&self, _verdict: &[f32]) -> bool {
+            false
         }
     }
 
@@ -504,6 +541,7 @@ mod admission_tests {
         state.prefill(b, model, &prompt).unwrap();
         let mut all = vec![state.download_logits(b)];
         for id in [50, 51] {
+            state.settle(b);
             state.step(b, &model.language, id).unwrap();
             all.push(state.download_logits(b));
         }

@@ -218,8 +218,9 @@ impl<B: Backend> TextPredictor<B> {
         })
     }
 
-    /// `logit0 − logit1` for the single row `x` [1, H]. Positive = keep.
-    pub fn keep_margin(&self, b: &B, x: &B::Tensor) -> Result<f32> {
+    /// The keep and drop logits [1, 2] of the single row `x` [1, H], left on the backend
+    /// (keep when the first is larger).
+    pub fn keep_logits(&self, b: &B, x: &B::Tensor, out: &mut B::Tensor) -> Result<()> {
         let (n, width) = b.shape(x);
         check_width(width, self.input_dim)?;
         if n != 1 {
@@ -235,8 +236,8 @@ impl<B: Backend> TextPredictor<B> {
             LAYER_NORM_EPS,
             &mut normed,
         );
-        let logits = mlp(b, &self.layers, &normed);
-        Ok(margins(b, &logits)[0])
+        *out = mlp(b, &self.layers, &normed);
+        Ok(())
     }
 }
 
@@ -414,7 +415,9 @@ mod tests {
         for i in 0..n {
             let mut x = b.new_tensor();
             b.upload(&rows[i * width..(i + 1) * width], 1, width, &mut x);
-            let got = text.keep_margin(&b, &x).expect("text margin");
+            let mut got = b.new_tensor();
+            text.keep_logits(&b, &x, &mut got).expect("text logits");
+            let got = margins(&b, &got)[0];
             let want = logits[2 * i] - logits[2 * i + 1];
             assert!((got - want).abs() <= 1e-5, "text row {i}: margin {got}, torch {want}");
             assert_eq!(got > 0.0, admit[i].as_bool().expect("bool"), "text row {i}");

@@ -105,7 +105,12 @@ impl<B: Backend> CachePolicy<B> for OutputAdmission<'_, B> {
         Some(self.layer)
     }
 
-    fn admit(&mut self, b: &B, hidden: &B::Tensor) -> Result<bool> {
-        Ok(self.predictor.keep_margin(b, hidden)? > 0.0)
+    fn score_admission(&mut self, b: &B, hidden: &B::Tensor, verdict: &mut B::Tensor) -> Result<()> {
+        self.predictor.keep_logits(b, hidden, verdict)
+    }
+
+    /// Kept when "keep" (logit 0) outscores "drop" (logit 1).
+    fn admits(&self, verdict: &[f32]) -> bool {
+        verdict[0] - verdict[1] > 0.0
     }
 }

@@ -97,11 +97,17 @@ pub trait CachePolicy<B: Backend>: Send {
     fn admission_layer(&self) -> Option<usize> {
         None
     }
-    /// Whether the new token (its hidden row at the admission layer's input) keeps its
-    /// keys/values in the caches of the admission layer and after. It attends with them
+    /// Scores whether the new token (its hidden row at the admission layer's input) keeps
+    /// its keys/values in the caches of the admission layer and after, into `verdict`: a
+    /// small tensor left on the backend and read back with the next token id, where
+    /// [`CachePolicy::admits`] decides from it. The token attends with its keys and values
     /// in this step either way.
-    fn admit(&mut self, _b: &B, _hidden: &B::Tensor) -> Result<bool> {
-        Ok(true)
+    fn score_admission(&mut self, _b: &B, _hidden: &B::Tensor, _verdict: &mut B::Tensor) -> Result<()> {
+        Ok(())
+    }
+    /// Whether the token scored into `verdict` (its values) stays in the caches.
+    fn admits(&self, _verdict: &[f32]) -> bool {
+        true
     }
     /// Layers whose attention row of each new token `after_step` wants.
     fn watched_layers(&self) -> &[usize] {

@@ -10,7 +10,7 @@ mod windows;
 
 pub use tensor::{CpuTensor, CpuWeight};
 
-use crate::backend::{AttentionParams, Backend, MergeSource};
+use crate::backend::{AttentionParams, Backend, MergeSource, Rider};
 use crate::error::{Error, Result};
 use crate::generate::sampler::{draw, greedy_choice, penalize_repeats, SamplingParams};
 use crate::model::config::Activation;
@@ -95,11 +95,20 @@ impl Backend for CpuBackend {
         out.copy_from_slice(t.row(row));
     }
 
-    fn argmax_row(&self, t: &CpuTensor, row: usize) -> u32 {
+    fn argmax_row(&self, t: &CpuTensor, row: usize, rider: Option<Rider<'_, Self>>) -> u32 {
+        take_rider(rider);
         greedy_choice(t.row(row))
     }
 
-    fn sample_row(&self, t: &CpuTensor, row: usize, params: &SamplingParams, u: f64) -> u32 {
+    fn sample_row(
+        &self,
+        t: &CpuTensor,
+        row: usize,
+        params: &SamplingParams,
+        u: f64,
+        rider: Option<Rider<'_, Self>>,
+    ) -> u32 {
+        take_rider(rider);
         draw(t.row(row), params, u, &mut Vec::new())
     }
 
@@ -222,3 +231,11 @@ impl Backend for CpuBackend {
 
 #[cfg(test)]
 mod tests;
+
+/// A rider's values are already in host memory: copied to where the caller wants them.
+fn take_rider(rider: Option<Rider<'_, CpuBackend>>) {
+    if let Some(Rider { values, out }) = rider {
+        out.clear();
+        out.extend_from_slice(&values.data);
+    }
+}

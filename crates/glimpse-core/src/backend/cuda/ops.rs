@@ -16,7 +16,7 @@ use super::kernels::{self, Args, Kernel};
 use super::launch;
 use super::tensor::{GpuTensor, GpuWeight, Scratch};
 use crate::backend::cuda::abi::{activation_code, merge_source};
-use crate::backend::{AttentionParams, Backend, MergeSource, MERGE_WINDOW};
+use crate::backend::{AttentionParams, Backend, MergeSource, Rider, MERGE_WINDOW};
 use crate::error::{Error, Result};
 use crate::generate::SamplingParams;
 use crate::model::config::Activation;
@@ -110,6 +110,49 @@ impl<D: Device> GpuBackend<D> {
     }
 }
 
+/// The one read-back of a decode step: the token id a kernel wrote at `out`, followed by
+/// the rider's values, copied there on the device first.
+struct TokenReadback<'a, D: Device> {
+    rider: Option<Rider<'a, GpuBackend<D>>>,
+    /// The id, then the rider's values as bits.
+    words: Vec<u32>,
+}
+
+impl<'a, D: Device> TokenReadback<'a, D> {
+    fn new(rider: Option<Rider<'a, GpuBackend<D>>>) -> Self {
+        let riding = rider.as_ref().map_or(0, |r| r.values.len());
+        TokenReadback {
+            rider,
+            words: vec![0; 1 + riding],
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.words.len() * std::mem::size_of::<u32>()
+    }
+
+    fn read(&mut self, dev: &D, out: u64) -> Result<()> {
+        if let Some(rider) = &self.rider {
+            if rider.values.len() > 0 {
+                let bytes = rider.values.len() * std::mem::size_of::<f32>();
+                dev.copy(rider.values.address(dev), out + 4, bytes)?;
+            }
+        }
+        dev.read(out, bytemuck::cast_slice_mut(&mut self.words))
+    }
+
+    /// The token id; the rider's values are in its `out` (zeros after a device failure).
+    fn finish(self) -> u32 {
+        if let Some(rider) = self.rider {
+            rider.out.clear();
+            rider
+                .out
+                .extend(self.words[1..].iter().map(|&bits| f32::from_bits(bits)));
+        }
+        self.words[0]
+    }
+}
+
 /// Checks a patch grid against the rows holding it; returns its number of windows.
 fn check_window_grid<D: Device>(hidden: &GpuTensor<D>, grid: usize, first_row: usize) -> usize {
     assert!(grid.is_multiple_of(MERGE_WINDOW), "window ops: grid side {grid}");
@@ -193,29 +236,37 @@ impl<D: Device> Backend for GpuBackend<D> {
         }
     }
 
-    fn argmax_row(&self, t: &GpuTensor<D>, row: usize) -> u32 {
+    fn argmax_row(&self, t: &GpuTensor<D>, row: usize, rider: Option<Rider<'_, Self>>) -> u32 {
         assert!(row < t.rows, "argmax_row: row {row} of {}", t.rows);
-        let mut id = [0u32];
+        let mut token = TokenReadback::new(rider);
         self.exec(|dev, work| {
-            let out = work.indices.reserve(dev, std::mem::size_of::<u32>())?;
+            let out = work.indices.reserve(dev, token.bytes())?;
             Args::new(kernels::ARGMAX_ROWS)
                 .ptr(t.row_address(dev, row))
                 .ptr(out)
                 .i32(t.cols)
                 .launch(dev, launch::per_row(1, t.cols))?;
-            dev.read(out, bytemuck::cast_slice_mut(&mut id))
+            token.read(dev, out)
         });
-        id[0]
+        token.finish()
     }
 
-    fn sample_row(&self, t: &GpuTensor<D>, row: usize, params: &SamplingParams, u: f64) -> u32 {
+    fn sample_row(
+        &self,
+        t: &GpuTensor<D>,
+        row: usize,
+        params: &SamplingParams,
+        u: f64,
+        rider: Option<Rider<'_, Self>>,
+    ) -> u32 {
         assert!(row < t.rows, "sample_row: row {row} of {}", t.rows);
         // Top-k over the whole vocabulary or more is no top-k.
         let top_k = if params.top_k < t.cols { params.top_k } else { 0 };
-        let mut id = [0u32];
+        let mut token = TokenReadback::new(rider);
         self.exec(|dev, work| {
-            // The uniform number in, the token id out, side by side in one small buffer.
-            let uniform = work.indices.reserve(dev, 16)?;
+            // The uniform number in, then the token id and the rider's values out, in one
+            // small buffer.
+            let uniform = work.indices.reserve(dev, 8 + token.bytes())?;
             dev.write(uniform, &u.to_ne_bytes())?;
             let out = uniform + 8;
             Args::new(kernels::SAMPLE_ROW)
@@ -227,9 +278,9 @@ impl<D: Device> Backend for GpuBackend<D> {
                 .i32(top_k)
                 .f32(params.top_p)
                 .launch(dev, launch::sample_row(t.cols))?;
-            dev.read(out, bytemuck::cast_slice_mut(&mut id))
+            token.read(dev, out)
         });
-        id[0]
+        token.finish()
     }
 
     fn set_value(&self, t: &mut GpuTensor<D>, row: usize, col: usize, value: f32) {

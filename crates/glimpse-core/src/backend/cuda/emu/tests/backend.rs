@@ -5,7 +5,7 @@
 use super::*;
 use crate::backend::cuda::emu::device::EmuDevice;
 use crate::backend::cuda::GpuBackend;
-use crate::backend::AttentionParams;
+use crate::backend::{AttentionParams, Rider};
 use crate::generate::SamplingParams;
 use crate::model::config::Activation;
 
@@ -176,8 +176,8 @@ fn argmax_row_matches_cpu() {
     let (t_cpu, t_gpu) = (tensor(&b, &flat, rows.len(), cols), on_gpu(&g, &flat, rows.len(), cols));
     let want = [cols as u32 - 1, 7, 12, 0, 0];
     for (r, &id) in want.iter().enumerate() {
-        assert_eq!(b.argmax_row(&t_cpu, r), id, "cpu, row {r}");
-        assert_eq!(g.argmax_row(&t_gpu, r), id, "gpu, row {r}");
+        assert_eq!(b.argmax_row(&t_cpu, r, None), id, "cpu, row {r}");
+        assert_eq!(g.argmax_row(&t_gpu, r, None), id, "gpu, row {r}");
     }
     g.check().unwrap();
 }
@@ -186,6 +186,41 @@ fn argmax_row_matches_cpu() {
 /// same uniform number, for temperatures, top-k (none, 1, ties at the cut, the whole
 /// vocabulary or more) and top-p (none, a tiny one, ties at the cut), on rows with many
 /// equal logits, NaN and −∞, both narrower and wider than a block.
+/// A rider's values come back with the token id, greedy or sampled, on either backend.
+#[test]
+fn a_rider_comes_back_with_the_token() {
+    let (b, g) = (cpu(), gpu());
+    let logits = [0.5f32, 3.0, -1.0, 2.0, 0.0];
+    let verdict = [1.25f32, -7.5, f32::NEG_INFINITY];
+    let (l_cpu, l_gpu) = (tensor(&b, &logits, 1, 5), on_gpu(&g, &logits, 1, 5));
+    let (v_cpu, v_gpu) = (tensor(&b, &verdict, 1, 3), on_gpu(&g, &verdict, 1, 3));
+    let params = SamplingParams {
+        temperature: 1e-3,
+        ..Default::default()
+    };
+    let (mut got_cpu, mut got_gpu) = (Vec::new(), Vec::new());
+    let rider_cpu = Rider {
+        values: &v_cpu,
+        out: &mut got_cpu,
+    };
+    assert_eq!(b.argmax_row(&l_cpu, 0, Some(rider_cpu)), 1);
+    let rider_gpu = Rider {
+        values: &v_gpu,
+        out: &mut got_gpu,
+    };
+    assert_eq!(g.argmax_row(&l_gpu, 0, Some(rider_gpu)), 1);
+    assert_same_bits(&got_cpu, &verdict, "cpu rider, greedy");
+    assert_same_bits(&got_gpu, &verdict, "gpu rider, greedy");
+    got_gpu.clear();
+    let rider_gpu = Rider {
+        values: &v_gpu,
+        out: &mut got_gpu,
+    };
+    assert_eq!(g.sample_row(&l_gpu, 0, &params, 0.5, Some(rider_gpu)), 1);
+    assert_same_bits(&got_gpu, &verdict, "gpu rider, sampled");
+    g.check().unwrap();
+}
+
 #[test]
 fn sample_row_matches_cpu() {
     let (b, g) = (cpu(), gpu());
@@ -218,8 +253,8 @@ fn sample_row_matches_cpu() {
                     };
                     for r in 0..rows.len() {
                         for &u in &uniforms {
-                            let want = b.sample_row(&t_cpu, r, &params, u);
-                            let got = g.sample_row(&t_gpu, r, &params, u);
+                            let want = b.sample_row(&t_cpu, r, &params, u, None);
+                            let got = g.sample_row(&t_gpu, r, &params, u, None);
                             assert_eq!(got, want, "cols {cols}, row {r}, {params:?}, u {u}");
                         }
                     }
