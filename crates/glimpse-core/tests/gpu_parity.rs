@@ -13,10 +13,8 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use common::{fixtures_dir, Expected};
-use glimpse_core::generate::SamplingParams;
 use glimpse_core::model::weights::DType;
 use glimpse_core::parity::{differences, Run, Tolerance};
-use glimpse_core::reduce::ReduceSpec;
 use glimpse_core::{DeviceChoice, Engine, GenerateRequest, LoadOptions};
 
 const LOGITS_F32: Tolerance = Tolerance { logits: Some(1e-4) };
@@ -41,18 +39,6 @@ fn on_gpu(dir: &Path, dtype: Option<DType>) -> Engine {
 
 fn on_cpu(dir: &Path, dtype: Option<DType>) -> Engine {
     load(dir, DeviceChoice::Cpu, dtype).expect("fixture loads on the CPU")
-}
-
-fn request(expected: &Expected, spec: &str, max_tokens: usize) -> GenerateRequest {
-    GenerateRequest {
-        messages: expected.messages(),
-        images: expected.images(),
-        sampling: SamplingParams::default(),
-        max_tokens,
-        stop: vec![],
-        ignore_eos: true,
-        reduce: ReduceSpec::parse(spec).unwrap(),
-    }
 }
 
 fn run(engine: &Engine, request: &GenerateRequest) -> Run {
@@ -82,7 +68,7 @@ fn fixture_models_match_the_cpu_backend_and_transformers() {
         // f32 on the GPU (the bf16 fixture's weights widened exactly), as the CPU computes.
         let gpu = on_gpu(&expected.model_dir(), Some(DType::F32));
         let cpu = on_cpu(&expected.model_dir(), None);
-        let request = request(&expected, "none", GREEDY_TOKENS);
+        let request = expected.request("none", GREEDY_TOKENS);
         let (on_cpu, on_gpu) = (run(&cpu, &request), run(&gpu, &request));
         assert_agree(name, &on_cpu, &on_gpu, LOGITS_F32);
         assert_eq!(
@@ -125,7 +111,7 @@ fn every_reduction_method_keeps_the_same_tokens() {
         let expected = Expected::load(name);
         let spec = expected.json["spec"].as_str().unwrap();
         let tokens = expected.json["greedy_ids"].as_array().unwrap().len();
-        let request = request(&expected, spec, tokens);
+        let request = expected.request(spec, tokens);
         assert_agree(name, &run(&cpu, &request), &run(&gpu, &request), LOGITS_F32);
     }
 }
@@ -145,7 +131,7 @@ fn sixteen_bit_weights_give_the_same_greedy_tokens() {
                 gpu.backend()
             );
             let cpu = on_cpu(&expected.model_dir(), Some(dtype));
-            let request = request(&expected, "none", GREEDY_TOKENS);
+            let request = expected.request("none", GREEDY_TOKENS);
             let (on_cpu, on_gpu) = (run(&cpu, &request), run(&gpu, &request));
             println!(
                 "{name} {dtype:?}: GPU logits vs CPU {:.2e}",

@@ -9,8 +9,6 @@ use std::sync::atomic::AtomicBool;
 
 use common::Expected;
 use glimpse_core::engine::GenerateOutput;
-use glimpse_core::generate::SamplingParams;
-use glimpse_core::reduce::ReduceSpec;
 use glimpse_core::{Engine, GenerateRequest, LoadOptions};
 
 /// Two images in one prompt: 378 tokens (base 144, 18 rows of 12 + newline) and 644
@@ -19,18 +17,6 @@ const MODEL: &str = "tiny-llava-next-vicuna";
 const IMAGE_TOKENS: [usize; 2] = [378, 644];
 /// Patches of one crop (12 × 12).
 const CROP: u32 = 144;
-
-fn request(expected: &Expected, reduce: &str, max_tokens: usize) -> GenerateRequest {
-    GenerateRequest {
-        messages: expected.messages(),
-        images: expected.images(),
-        sampling: SamplingParams::default(),
-        max_tokens,
-        stop: vec![],
-        ignore_eos: true,
-        reduce: ReduceSpec::parse(reduce).unwrap(),
-    }
-}
 
 fn load(dir: &Path) -> Engine {
     load_within(dir, None).unwrap()
@@ -55,18 +41,18 @@ fn generate(engine: &Engine, request: &GenerateRequest) -> GenerateOutput {
 fn plans_that_keep_every_token_give_the_unreduced_logits() {
     let expected = Expected::load(MODEL);
     let engine = load(&expected.model_dir());
-    let none = engine.next_token_logits(&request(&expected, "none", 1)).unwrap();
+    let none = engine.next_token_logits(&expected.request("none", 1)).unwrap();
     // 744 is the most a tiny NeXT image can take (base + the 2×2 grid's 24 rows of 25).
     for spec in [
         "fastv:k=1,keep=744",
         "mustdrop:keep=744,merge=off,layers=0/1,evict=0",
         "sparsevlm:keep=744,layers=0/1",
     ] {
-        let logits = engine.next_token_logits(&request(&expected, spec, 1)).unwrap();
+        let logits = engine.next_token_logits(&expected.request(spec, 1)).unwrap();
         assert_eq!(logits, none, "{spec}: logits differ from the unreduced run");
     }
     let err = engine
-        .next_token_logits(&request(&expected, "fastv:k=1,keep=745", 1))
+        .next_token_logits(&expected.request("fastv:k=1,keep=745", 1))
         .unwrap_err();
     assert!(err.message.contains("between 1 and the 744 tokens"), "{}", err.message);
 }
@@ -80,7 +66,7 @@ fn budgets_hold_over_all_crops_of_each_image() {
         "sparsevlm:keep=100,layers=1",
         "mustdrop:keep=100,layers=0/1,tau=0.5,evict=0",
     ] {
-        let out = generate(&engine, &request(&expected, spec, 2));
+        let out = generate(&engine, &expected.request(spec, 2));
         assert_eq!(out.stats.vision_tokens_in, IMAGE_TOKENS.iter().sum::<usize>(), "{spec}");
         assert_eq!(out.stats.after_prefill, 200, "{spec}: 100 per image");
         let last = out.reduction.filters.last().unwrap();
@@ -98,7 +84,7 @@ fn mustdrop_merges_within_each_crop() {
     let engine = load(&expected.model_dir());
     let out = generate(
         &engine,
-        &request(&expected, "mustdrop:keep=100,layers=1,tau=0.5,evict=0", 1),
+        &expected.request("mustdrop:keep=100,layers=1,tau=0.5,evict=0", 1),
     );
     let mut merged = 0;
     for (image, report) in out.reduction.images.iter().enumerate() {
@@ -158,7 +144,7 @@ fn dynamic_keeps_its_rate_of_every_image() {
     let expected = Expected::load(MODEL);
     let dir = model_with_predictors(&expected.model_dir());
     let engine = load(&dir);
-    let out = generate(&engine, &request(&expected, "dynamic:keep_rate=0.25,text=off", 1));
+    let out = generate(&engine, &expected.request("dynamic:keep_rate=0.25,text=off", 1));
     let kept: Vec<usize> = out.reduction.filters[0].kept.iter().map(Vec::len).collect();
     assert_eq!(kept, IMAGE_TOKENS.map(|n| n / 4).to_vec());
     std::fs::remove_dir_all(&dir).unwrap();
@@ -202,13 +188,13 @@ fn a_token_budget_picks_smaller_grids() {
     assert_eq!(slots, [378, 348]);
     let layout = engine.tile_layout(&images[1]).unwrap().unwrap();
     assert_eq!((layout.tiles.height, layout.tiles.width), (1, 2));
-    let out = generate(&engine, &request(&expected, "mustdrop:keep=100,layers=1,evict=0", 2));
+    let out = generate(&engine, &expected.request("mustdrop:keep=100,layers=1,evict=0", 2));
     assert_eq!(out.stats.vision_tokens_in, 378 + 348);
     assert_eq!(out.stats.after_prefill, 200);
 
     // The smallest grid gives the tall image 252 tokens (1×2: 12 rows of 8 + newline).
     let engine = load_within(&expected.model_dir(), Some(251)).unwrap();
-    let err = engine.next_token_logits(&request(&expected, "none", 1)).unwrap_err();
+    let err = engine.next_token_logits(&expected.request("none", 1)).unwrap_err();
     assert_eq!(
         err.message,
         "--max-image-tokens 251 is too few for a 45×70 image: its smallest tile grid gives it 252 tokens"

@@ -8,21 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use common::Expected;
 use glimpse_core::engine::GenerateOutput;
-use glimpse_core::generate::SamplingParams;
-use glimpse_core::reduce::ReduceSpec;
 use glimpse_core::{Engine, GenerateRequest, LoadOptions};
-
-fn request(expected: &Expected, reduce: &str, max_tokens: usize) -> GenerateRequest {
-    GenerateRequest {
-        messages: expected.messages(),
-        images: expected.images(),
-        sampling: SamplingParams::default(),
-        max_tokens,
-        stop: vec![],
-        ignore_eos: true,
-        reduce: ReduceSpec::parse(reduce).unwrap(),
-    }
-}
 
 fn engine(expected: &Expected) -> Engine {
     Engine::load(
@@ -43,21 +29,21 @@ fn generate(engine: &Engine, request: &GenerateRequest) -> GenerateOutput {
 fn plans_that_keep_everything_give_the_unreduced_logits() {
     let expected = Expected::load("tiny-llava-mha");
     let engine = engine(&expected);
-    let none = engine.next_token_logits(&request(&expected, "none", 1)).unwrap();
+    let none = engine.next_token_logits(&expected.request("none", 1)).unwrap();
     for spec in [
         "fastv:k=1,keep=144",
         "fastv:k=2,r=0",
         "mustdrop:keep=144,merge=off,layers=0/1,evict=0",
         "mustdrop:g=0,i=0,merge=off,layers=0",
     ] {
-        let logits = engine.next_token_logits(&request(&expected, spec, 1)).unwrap();
+        let logits = engine.next_token_logits(&expected.request(spec, 1)).unwrap();
         assert_eq!(logits, none, "{spec}: logits differ from the unreduced run");
     }
     // Greedy decoding through the policies too.
-    let plain = generate(&engine, &request(&expected, "none", 8));
+    let plain = generate(&engine, &expected.request("none", 8));
     let kept = generate(
         &engine,
-        &request(&expected, "mustdrop:keep=144,merge=off,layers=0/1,evict=0", 8),
+        &expected.request("mustdrop:keep=144,merge=off,layers=0/1,evict=0", 8),
     );
     assert_eq!(kept.token_ids, plain.token_ids);
 }
@@ -72,7 +58,7 @@ fn budgets_are_met_and_key_tokens_survive() {
         ("mustdrop:keep=30,layers=0/1,tau=0.5,evict=0", 30),
         ("mustdrop:keep=12,merge=off,layers=0/1,evict=0", 12),
     ] {
-        let out = generate(&engine, &request(&expected, spec, 2));
+        let out = generate(&engine, &expected.request(spec, 2));
         assert_eq!(out.stats.after_prefill, keep, "{spec}");
         let last = out.reduction.filters.last().unwrap();
         assert_eq!(last.kept[0].len(), keep, "{spec}");
@@ -98,7 +84,7 @@ fn merging_covers_every_patch_once_and_reports_equal_tokens() {
     let engine = engine(&expected);
     let out = generate(
         &engine,
-        &request(&expected, "mustdrop:keep=30,layers=1,tau=0.5,evict=0", 1),
+        &expected.request("mustdrop:keep=30,layers=1,tau=0.5,evict=0", 1),
     );
     let image = &out.reduction.images[0];
     let mut patches: Vec<u32> = image.tokens.iter().flat_map(|t| t.patches.clone()).collect();
@@ -123,18 +109,18 @@ fn bad_budgets_are_usage_errors() {
     let expected = Expected::load("tiny-llava-mha");
     let engine = engine(&expected);
     let err = engine
-        .next_token_logits(&request(&expected, "fastv:k=1,keep=145", 1))
+        .next_token_logits(&expected.request("fastv:k=1,keep=145", 1))
         .unwrap_err();
     assert!(err.message.contains("keep=145"), "{}", err.message);
     let err = engine
-        .next_token_logits(&request(&expected, "mustdrop:keep=8,layers=2", 1))
+        .next_token_logits(&expected.request("mustdrop:keep=8,layers=2", 1))
         .unwrap_err();
     assert!(err.message.contains("layer 2 does not exist"), "{}", err.message);
     let err = engine
-        .next_token_logits(&request(&expected, "mustdrop:keep=2,layers=0,merge=off", 1))
+        .next_token_logits(&expected.request("mustdrop:keep=2,layers=0,merge=off", 1))
         .unwrap_err();
     assert!(err.message.contains("below the 12 key tokens"), "{}", err.message);
-    let err = engine.next_token_logits(&request(&expected, "dynamic", 1)).unwrap_err();
+    let err = engine.next_token_logits(&expected.request("dynamic", 1)).unwrap_err();
     assert!(
         err.message.contains("needs Dynamic-LLaVA's trained predictors"),
         "{}",
@@ -149,7 +135,7 @@ fn sparsevlm_specs_that_do_not_fit_the_model_are_usage_errors() {
     let engine = engine(&expected);
     let fails = |spec: &str| {
         engine
-            .next_token_logits(&request(&expected, spec, 1))
+            .next_token_logits(&expected.request(spec, 1))
             .unwrap_err()
             .message
     };

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use glimpse_core::engine::RgbImage;
-use glimpse_core::{ContentPart, Message};
+use glimpse_core::generate::SamplingParams;
+use glimpse_core::reduce::ReduceSpec;
+use glimpse_core::{ContentPart, GenerateRequest, Message};
 use serde_json::Value;
 
 /// The fixtures in this checkout, or under `GLIMPSE_FIXTURES` when set: the GPU checks
@@ -60,6 +62,20 @@ impl Expected {
             .iter()
             .map(message_from_json)
             .collect()
+    }
+
+    /// The fixture's prompt, greedy, `max_tokens` long whatever the end-of-sequence token
+    /// says, reduced by `reduce`.
+    pub fn request(&self, reduce: &str, max_tokens: usize) -> GenerateRequest {
+        GenerateRequest {
+            messages: self.messages(),
+            images: self.images(),
+            sampling: SamplingParams::default(),
+            max_tokens,
+            stop: vec![],
+            ignore_eos: true,
+            reduce: ReduceSpec::parse(reduce).unwrap(),
+        }
     }
 
     pub fn images(&self) -> Vec<RgbImage> {
