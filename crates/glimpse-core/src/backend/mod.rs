@@ -180,6 +180,24 @@ pub trait Backend: Send + Sync + 'static {
         first_row: usize,
         out: &mut Self::Tensor,
     );
+    /// MustDrop's decode bookkeeping: `totals` (`n_keys` × 1; the rows it had keep their
+    /// values, rows beyond them start at zero) gains `weight` × the head-averaged attention
+    /// probabilities of the single query row `q` over the first `n_keys` rows of `k`, each
+    /// product rounded before the sum.
+    fn accumulate_attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        n_keys: usize,
+        params: AttentionParams,
+        weight: f32,
+        totals: &mut Self::Tensor,
+    );
+    /// Into `count` (1 × 1): how many of the leading rows of `totals` that `role` (one
+    /// value per row) marks 1 (a token that may be evicted) hold a total below `share` ×
+    /// the mean total of the rows marked 1 or 2 (2: a token that stays), the mean in f64.
+    /// MustDrop's test of whether a decode step evicts anything.
+    fn count_evictable(&self, totals: &Self::Tensor, role: &Self::Tensor, share: f32, count: &mut Self::Tensor);
     /// Head-averaged attention probabilities of a few query rows, for the token filters
     /// that rank keys by the attention they receive: `out[i][j]` = mean over query heads of
     /// `softmax_j(q[i]·k[j]·scale)` over keys `j < visible[i]`, zero beyond. `out` becomes

@@ -216,7 +216,7 @@ pub(super) fn step<B: Backend>(
     batch: &mut [Feed<'_, '_, B>],
     work: &mut BatchWork<B>,
 ) -> Result<()> {
-    let mut tokens: Vec<StepToken> = batch.iter_mut().map(|f| f.state.begin_step()).collect();
+    let tokens: Vec<StepToken> = batch.iter_mut().map(|f| f.state.begin_step()).collect();
     let ids: Vec<u32> = batch.iter().map(|f| f.id).collect();
     llama.embed(b, &ids, &mut work.hidden);
     let width = b.shape(&work.hidden).1;
@@ -244,12 +244,12 @@ pub(super) fn step<B: Backend>(
             .collect();
         llama.forward_layer_batch(b, i, &mut work.hidden, &mut rows, &mut work.scratch)?;
         drop(rows);
-        for (feed, token) in batch.iter_mut().zip(&mut tokens) {
-            feed.state.after_layer(b, llama, i, token);
+        for feed in batch.iter_mut() {
+            feed.state.after_layer(b, llama, i);
         }
     }
-    for (feed, token) in batch.iter_mut().zip(tokens) {
-        feed.state.end_step(b, token)?;
+    for feed in batch.iter_mut() {
+        feed.state.end_step(b);
     }
     llama.logits_of_rows(b, &work.hidden, &mut work.scratch);
     b.check()

@@ -20,8 +20,6 @@ pub(super) struct StepToken {
     /// Position in `Original` mode, and the token's identity in the cache.
     position: u32,
     pub(super) origin: u32,
-    /// Its attention over each watched layer's cache, for the cache policy.
-    watched_rows: Vec<Vec<f32>>,
 }
 
 pub(crate) struct GenerationState<'m, B: Backend> {
@@ -175,27 +173,44 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         self.logits_and_rider().1
     }
 
-    /// Acts on the verdict on the token fed last, once it came back with the next token id
-    /// (or, when no token was picked after it, by reading it now): a token the cache policy
-    /// does not admit leaves the caches of the admission layer and after. It attended with
-    /// its own keys and values in its step either way, so deciding after the step changes
-    /// nothing but when the device is waited for.
+    /// Acts on the cache policy's verdict on the step fed last, once it came back with the
+    /// next token id (or, when no token was picked after it, by reading it now): a token
+    /// the policy does not admit leaves the caches of the admission layer and after, and
+    /// the rows it evicts leave theirs. Neither changes what that step computed (the token
+    /// attended with its own keys and values either way; evictions only ever concern later
+    /// steps), so deciding after the step changes nothing but when the device is waited for.
     pub(crate) fn settle(&mut self, b: &B) {
         if !self.verdict_pending {
             return;
         }
         self.verdict_pending = false;
+        let Some(policy) = self.plan.cache.as_mut() else {
+            return;
+        };
         if self.verdict_values.is_empty() {
             self.verdict_values = b.download(&self.verdict);
         }
-        let admitted = self.plan.cache.as_ref().is_none_or(|p| p.admits(&self.verdict_values));
-        self.verdict_values.clear();
-        self.report.decode_admitted.push(admitted);
-        if let (false, Some(first)) = (admitted, self.admission_layer()) {
-            for layer in first..self.cache.layers.len() {
-                self.cache.pop(layer);
+        if let Some(first) = policy.admission_layer() {
+            let admitted = policy.admits(&self.verdict_values);
+            self.report.decode_admitted.push(admitted);
+            if !admitted {
+                for layer in first..self.cache.layers.len() {
+                    self.cache.pop(layer);
+                }
             }
         }
+        let step = self.decode_steps - 1;
+        for origin in policy.evict(b, &self.verdict_values, &mut self.cache) {
+            if let Some(v) = self.vision_origins.get(&origin) {
+                self.report.images[v.image as usize].tokens[v.token as usize].evicted_at_step = Some(step);
+                self.report.decode_evicted.push(Eviction {
+                    step,
+                    image: v.image,
+                    token: v.token,
+                });
+            }
+        }
+        self.verdict_values.clear();
     }
 
     /// The next token's logits brought to the host.
@@ -269,7 +284,7 @@ impl<'m, B: Backend> GenerationState<'m, B> {
     /// Feeds one generated token; the following token's logits are then in
     /// [`GenerationState::logits_and_rider`].
     pub(crate) fn step(&mut self, b: &B, llama: &Llama<B>, id: u32) -> Result<()> {
-        let mut token = self.begin_step();
+        let token = self.begin_step();
         llama.embed(b, &[id], &mut self.hidden);
         for i in 0..llama.n_layers() {
             self.before_layer(b, i)?;
@@ -283,9 +298,9 @@ impl<'m, B: Backend> GenerationState<'m, B> {
                 &mut self.cache,
                 &mut self.scratch,
             )?;
-            self.after_layer(b, llama, i, &mut token);
+            self.after_layer(b, llama, i);
         }
-        self.end_step(b, token)?;
+        self.end_step(b);
         llama.logits_of_last(b, &self.hidden, &mut self.scratch);
         b.check()
     }
@@ -296,11 +311,9 @@ impl<'m, B: Backend> GenerationState<'m, B> {
     pub(super) fn begin_step(&mut self) -> StepToken {
         let position = self.next_position;
         self.next_position += 1;
-        let watched = self.plan.cache.as_ref().map_or(0, |p| p.watched_layers().len());
         StepToken {
             position,
             origin: position,
-            watched_rows: Vec::with_capacity(watched),
         }
     }
 
@@ -335,40 +348,32 @@ impl<'m, B: Backend> GenerationState<'m, B> {
         }
     }
 
-    /// After layer `i` ran the token (its rotated query in `self.scratch`): the attention
-    /// row the cache policy watches.
-    pub(super) fn after_layer(&mut self, b: &B, llama: &Llama<B>, i: usize, token: &mut StepToken) {
-        let watched = self
-            .plan
-            .cache
-            .as_ref()
-            .is_some_and(|p| p.watched_layers().contains(&i));
-        if watched {
-            let mut row = Vec::new();
-            let len = self.cache.layers[i].len;
-            llama.attention_rows(b, i, &[0], &[len], &self.cache, &mut self.scratch, &mut row);
-            token.watched_rows.push(row);
+    /// After layer `i` ran the token (its rotated query in `self.scratch`): its attention
+    /// over a layer the cache policy watches joins the policy's totals, on the backend.
+    pub(super) fn after_layer(&mut self, b: &B, llama: &Llama<B>, i: usize) {
+        let Some(policy) = self.plan.cache.as_mut() else {
+            return;
+        };
+        let watched = policy.watched_layers();
+        if !watched.contains(&i) {
+            return;
+        }
+        let weight = 1.0 / watched.len() as f32;
+        if let Some(totals) = policy.attention_totals() {
+            llama.accumulate_attention(b, i, &self.cache, &self.scratch, weight, totals);
         }
     }
 
-    /// Once the token went through every layer: the cache policy's evictions, recorded.
-    pub(super) fn end_step(&mut self, b: &B, token: StepToken) -> Result<()> {
+    /// Once the token went through every layer: the cache policy queues what its verdict
+    /// on the step needs, read back with the next token id.
+    pub(super) fn end_step(&mut self, b: &B) {
         self.kv_bytes_peak = self.kv_bytes_peak.max(self.cache.bytes_in_use());
         if let Some(policy) = self.plan.cache.as_mut() {
-            for origin in policy.after_step(b, &token.watched_rows, &mut self.cache)? {
-                if let Some(v) = self.vision_origins.get(&origin) {
-                    self.report.images[v.image as usize].tokens[v.token as usize].evicted_at_step =
-                        Some(self.decode_steps);
-                    self.report.decode_evicted.push(Eviction {
-                        step: self.decode_steps,
-                        image: v.image,
-                        token: v.token,
-                    });
-                }
+            if policy.after_step(b, &mut self.verdict) {
+                self.verdict_pending = true;
             }
         }
         self.decode_steps += 1;
-        Ok(())
     }
 
     /// Fills the reduction statistics and hands over the report.

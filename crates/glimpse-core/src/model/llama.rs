@@ -306,6 +306,28 @@ impl<B: Backend> Llama<B> {
         );
     }
 
+    /// Adds `weight` × the head-averaged attention of the last `forward_layer` call's single
+    /// row (a decode token) over layer `i`'s cache to `totals`, on the backend.
+    pub fn accumulate_attention(
+        &self,
+        b: &B,
+        i: usize,
+        cache: &KvCache<B>,
+        s: &LlamaScratch<B>,
+        weight: f32,
+        totals: &mut B::Tensor,
+    ) {
+        let layer_cache = &cache.layers[i];
+        b.accumulate_attention(
+            &s.q,
+            &layer_cache.k,
+            layer_cache.len,
+            self.attention_params(),
+            weight,
+            totals,
+        );
+    }
+
     /// Logits of the last row of `x` into `s.logits` [1, vocab]: only the next token's
     /// distribution is ever needed, so the vocabulary projection skips the other rows.
     pub fn logits_of_last(&self, b: &B, x: &B::Tensor, s: &mut LlamaScratch<B>) {

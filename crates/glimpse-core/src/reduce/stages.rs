@@ -109,13 +109,24 @@ pub trait CachePolicy<B: Backend>: Send {
     fn admits(&self, _verdict: &[f32]) -> bool {
         true
     }
-    /// Layers whose attention row of each new token `after_step` wants.
+    /// Layers whose attention from each new token the policy watches.
     fn watched_layers(&self) -> &[usize] {
         &[]
     }
-    /// After each step, with the new token's head-averaged attention over each watched
-    /// layer's cache (aligned with that layer's rows); returns the origins it evicted.
-    fn after_step(&mut self, _b: &B, _watched: &[Vec<f32>], _cache: &mut KvCache<B>) -> Result<Vec<u32>> {
-        Ok(Vec::new())
+    /// Where the new token's head-averaged attention over each watched layer's cache is
+    /// added, weighted 1 / (watched layers), on the backend: one total per cache row (the
+    /// watched layers hold the same rows).
+    fn attention_totals(&mut self) -> Option<&mut B::Tensor> {
+        None
+    }
+    /// After each step: queues into `verdict` what the host needs to decide on evictions,
+    /// and says whether it did (the verdict is read back with the next token id).
+    fn after_step(&mut self, _b: &B, _verdict: &mut B::Tensor) -> bool {
+        false
+    }
+    /// With the verdict's values back on the host, evicts what it calls for from the
+    /// caches; returns the evicted origins, ascending.
+    fn evict(&mut self, _b: &B, _verdict: &[f32], _cache: &mut KvCache<B>) -> Vec<u32> {
+        Vec::new()
     }
 }

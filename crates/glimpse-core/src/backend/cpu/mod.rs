@@ -215,6 +215,40 @@ impl Backend for CpuBackend {
         windows::window_merge(hidden, sources, grid, first_row, out);
     }
 
+    fn accumulate_attention(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        n_keys: usize,
+        params: AttentionParams,
+        weight: f32,
+        totals: &mut CpuTensor,
+    ) {
+        assert_eq!(q.rows, 1, "accumulate_attention: one query row");
+        let mut probs = Vec::new();
+        self.attention_probs(q, k, n_keys, &[n_keys], params, &mut probs);
+        // Rows the cache gained since the last call start at zero.
+        totals.resize(n_keys, 1);
+        for (total, &p) in totals.data.iter_mut().zip(&probs) {
+            *total += weight * p;
+        }
+    }
+
+    fn count_evictable(&self, totals: &CpuTensor, role: &CpuTensor, share: f32, count: &mut CpuTensor) {
+        let rows = role.data.len();
+        assert!(rows <= totals.data.len(), "count_evictable: more roles than totals");
+        let marked = || totals.data[..rows].iter().zip(&role.data).filter(|(_, &r)| r != 0.0);
+        let (sum, n) = marked().fold((0f64, 0usize), |(s, n), (&t, _)| (s + f64::from(t), n + 1));
+        let threshold = if n > 0 {
+            f64::from(share) * (sum / n as f64)
+        } else {
+            0.0
+        };
+        let below = marked().filter(|(&t, &r)| r == 1.0 && f64::from(t) < threshold).count();
+        count.resize(1, 1);
+        count.data[0] = below as f32;
+    }
+
     fn attention_probs(
         &self,
         q: &CpuTensor,

@@ -80,10 +80,25 @@ pub(crate) fn probabilities<D: Device>(
     p: AttentionParams,
     out: &mut [f32],
 ) -> Result<()> {
-    let rows = q.rows;
-    if rows == 0 || n_keys == 0 {
+    if q.rows == 0 || n_keys == 0 {
         return Ok(());
     }
+    let result = probabilities_on_device(device, work, q, k, n_keys, visible, p)?;
+    device.read(result, bytemuck::cast_slice_mut(out))
+}
+
+/// [`probabilities`] left on the device: the address of the `q.rows × n_keys` result in
+/// the workspace (valid until the next op that uses `probs_out`).
+pub(crate) fn probabilities_on_device<D: Device>(
+    device: &D,
+    work: &mut Workspace<D>,
+    q: &GpuTensor<D>,
+    k: &GpuTensor<D>,
+    n_keys: usize,
+    visible: &[usize],
+    p: AttentionParams,
+) -> Result<u64> {
+    let rows = q.rows;
     let plan = launch::attention_probs(rows, n_keys, &p);
     let visible: Vec<u32> = visible
         .iter()
@@ -110,5 +125,5 @@ pub(crate) fn probabilities<D: Device>(
         .i32(n_keys)
         .i32(p.n_heads)
         .launch(device, plan.reduce)?;
-    device.read(result, bytemuck::cast_slice_mut(out))
+    Ok(result)
 }

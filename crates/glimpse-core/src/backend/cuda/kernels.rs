@@ -67,6 +67,8 @@ kernels! {
     ATTENTION_PROBS_REDUCE = "attention_probs_reduce" [Ptr, Ptr, I32, I32, I32];
     WINDOW_SIMILARITY = "window_similarity" [Ptr, Ptr, I32, I32];
     WINDOW_MERGE = "window_merge" [Ptr, Ptr, Ptr, I32, I32, I32];
+    ACCUMULATE_ATTENTION = "accumulate_attention" [Ptr, Ptr, I32, I32, F32];
+    COUNT_EVICTABLE = "count_evictable" [Ptr, Ptr, I32, F32, Ptr];
     ARGMAX_ROWS = "argmax_rows" [Ptr, Ptr, I32];
     SOFTMAX_ROWS = "softmax_rows" [Ptr, Ptr, I32];
     SAMPLE_ROW = "sample_row" [Ptr, Ptr, Ptr, I32, F32, I32, F32];

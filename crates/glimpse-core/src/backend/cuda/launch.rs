@@ -96,6 +96,14 @@ pub fn sample_row(cols: usize) -> LaunchConfig {
     LaunchConfig::new([1, 1, 1], warps_for(cols, ROW_MAX_THREADS.min(SAMPLE_MAX_THREADS)), 0)
 }
 
+/// The threads of `count_evictable` (`EVICT_THREADS` in kernels/mustdrop.cu).
+const EVICT_THREADS: u32 = 256;
+
+/// `count_evictable`: one block that folds every row.
+pub fn count_evictable() -> LaunchConfig {
+    LaunchConfig::new([1, 1, 1], EVICT_THREADS, 0)
+}
+
 /// `rope`: one block per row, one thread per (head, rotated pair).
 pub fn rope(rows: usize, n_heads: usize, head_dim: usize) -> LaunchConfig {
     assert!(head_dim.is_multiple_of(2), "rope: odd head_dim {head_dim}");
@@ -103,7 +111,7 @@ pub fn rope(rows: usize, n_heads: usize, head_dim: usize) -> LaunchConfig {
 }
 
 /// Grid-stride kernels over `n` elements: activate, gated_activate,
-/// attention_probs_reduce.
+/// attention_probs_reduce, penalize_repeats, accumulate_attention.
 pub fn elementwise(n: usize) -> LaunchConfig {
     let blocks = n
         .div_ceil(ELEMENTWISE_THREADS as usize)

@@ -598,6 +598,54 @@ impl<D: Device> Backend for GpuBackend<D> {
         });
     }
 
+    fn accumulate_attention(
+        &self,
+        q: &GpuTensor<D>,
+        k: &GpuTensor<D>,
+        n_keys: usize,
+        params: AttentionParams,
+        weight: f32,
+        totals: &mut GpuTensor<D>,
+    ) {
+        assert_eq!(q.rows, 1, "accumulate_attention: one query row");
+        assert_eq!(
+            q.cols,
+            params.n_heads * params.head_dim,
+            "accumulate_attention: query width"
+        );
+        assert!(k.rows >= n_keys, "accumulate_attention: fewer key rows than n_keys");
+        let old_rows = if totals.cols == 1 { totals.rows.min(n_keys) } else { 0 };
+        self.shape_output(totals, n_keys, 1, old_rows);
+        if n_keys == 0 {
+            return;
+        }
+        self.exec(|dev, work| {
+            let probs = attention::probabilities_on_device(dev, work, q, k, n_keys, &[n_keys], params)?;
+            Args::new(kernels::ACCUMULATE_ATTENTION)
+                .ptr(totals.address(dev))
+                .ptr(probs)
+                .i32(n_keys)
+                .i32(old_rows)
+                .f32(weight)
+                .launch(dev, launch::elementwise(n_keys))
+        });
+    }
+
+    fn count_evictable(&self, totals: &GpuTensor<D>, role: &GpuTensor<D>, share: f32, count: &mut GpuTensor<D>) {
+        let rows = role.len();
+        assert!(rows <= totals.len(), "count_evictable: more roles than totals");
+        self.shape_output(count, 1, 1, 0);
+        self.exec(|dev, _| {
+            Args::new(kernels::COUNT_EVICTABLE)
+                .ptr(totals.address(dev))
+                .ptr(role.address(dev))
+                .i32(rows)
+                .f32(share)
+                .ptr(count.address(dev))
+                .launch(dev, launch::count_evictable())
+        });
+    }
+
     fn attention_probs(
         &self,
         q: &GpuTensor<D>,

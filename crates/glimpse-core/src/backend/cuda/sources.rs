@@ -46,7 +46,12 @@ pub const FILES: &[KernelFile] = &[
     KernelFile {
         name: "mustdrop.cu",
         source: include_str!("kernels/mustdrop.cu"),
-        kernels: &["window_similarity", "window_merge"],
+        kernels: &[
+            "window_similarity",
+            "window_merge",
+            "accumulate_attention",
+            "count_evictable",
+        ],
     },
     KernelFile {
         name: "norms.cu",

@@ -127,6 +127,15 @@ inline unsigned __float_as_uint(float f) {
     return bits;
 }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+// Rounded separately, never fused into a multiply-add: exactly what the intrinsics promise.
+inline float __fmul_rn(float a, float b) {
+    volatile float product = a * b;
+    return product;
+}
+inline float __fadd_rn(float a, float b) {
+    volatile float sum = a + b;
+    return sum;
+}
 inline float __expf(float x) { return std::exp(x); }
 
 inline float* dynamic_shared_floats() { return emu::dynamic_shared(); }

@@ -75,3 +75,66 @@ extern "C" __global__ void window_merge(const float* __restrict__ hidden, float*
         out_row[d] = sum / (float)WINDOW_MEMBERS;
     }
 }
+
+// MustDrop stage 3 while decoding (reduce/mustdrop/cache.rs): the attention every cached
+// row has received from the generated tokens stays on the device, one total per row.
+
+// totals[j] += weight · probs[j] for the rows it already had (j < old_rows); rows the step
+// added start from weight · probs[j]. The product is rounded before the sum (no fused
+// multiply-add), as the CPU backend computes it. Grid-stride.
+extern "C" __global__ void accumulate_attention(float* __restrict__ totals, const float* __restrict__ probs, int rows,
+                                                int old_rows, float weight) {
+    const int stride = gridDim.x * blockDim.x;
+    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < rows; j += stride) {
+        const float add = __fmul_rn(weight, probs[j]);
+        totals[j] = j < old_rows ? __fadd_rn(totals[j], add) : add;
+    }
+}
+
+// The threads of `count_evictable` (launch.rs `count_evictable` holds to it).
+#define EVICT_THREADS 256
+
+// Whether any row may be evicted this step: over the rows `role` marks (1: a visual token
+// that may go, 2: a key token that stays; rows from `role_rows` on are text), the mean of
+// their totals in f64, and how many role-1 rows fall below share · mean. One block; each
+// thread sums its rows, thread 0 folds the threads in order. The count is written as a
+// float to *count, where it is read back with the next token id.
+extern "C" __global__ void count_evictable(const float* __restrict__ totals, const float* __restrict__ role,
+                                           int role_rows, float share, float* __restrict__ count) {
+    __shared__ double sums[EVICT_THREADS];
+    __shared__ int members[EVICT_THREADS];
+    __shared__ double threshold;
+    const int t = threadIdx.x;
+    double sum = 0.0;
+    int n = 0;
+    for (int j = t; j < role_rows; j += blockDim.x) {
+        if (role[j] != 0.0f) {
+            sum += (double)totals[j];
+            ++n;
+        }
+    }
+    sums[t] = sum;
+    members[t] = n;
+    __syncthreads();
+    if (t == 0) {
+        double total = 0.0;
+        int all = 0;
+        for (int i = 0; i < (int)blockDim.x; ++i) {
+            total += sums[i];
+            all += members[i];
+        }
+        threshold = all > 0 ? (double)share * (total / (double)all) : 0.0;
+    }
+    __syncthreads();
+    int below = 0;
+    for (int j = t; j < role_rows; j += blockDim.x) {
+        if (role[j] == 1.0f && (double)totals[j] < threshold) ++below;
+    }
+    members[t] = below;
+    __syncthreads();
+    if (t == 0) {
+        int all = 0;
+        for (int i = 0; i < (int)blockDim.x; ++i) all += members[i];
+        *count = (float)all;
+    }
+}

@@ -400,6 +400,46 @@ fn params(n_heads: usize, n_kv_heads: usize, head_dim: usize, causal: bool) -> A
     }
 }
 
+/// MustDrop's decode totals: three steps of one query over a cache that grows by a row
+/// each step (new rows start from zero), then the eviction count over rows of three roles,
+/// with shares that put the threshold below, among and above the totals.
+#[test]
+fn eviction_bookkeeping_matches_cpu() {
+    let (b, g) = (cpu(), gpu());
+    let mut rng = rng(36);
+    let p = params(4, 2, 16, true);
+    let keys = random(&mut rng, 303 * 32, 1.5);
+    let (k_cpu, k_gpu) = (tensor(&b, &keys, 303, 32), on_gpu(&g, &keys, 303, 32));
+    let (mut t_cpu, mut t_gpu) = (b.new_tensor(), g.new_tensor());
+    for n_keys in 300..303 {
+        let q = random(&mut rng, 64, 1.5);
+        let (q_cpu, q_gpu) = (tensor(&b, &q, 1, 64), on_gpu(&g, &q, 1, 64));
+        b.accumulate_attention(&q_cpu, &k_cpu, n_keys, p, 0.5, &mut t_cpu);
+        g.accumulate_attention(&q_gpu, &k_gpu, n_keys, p, 0.5, &mut t_gpu);
+        assert_eq!(g.shape(&t_gpu), (n_keys, 1));
+        assert_close(&g.download(&t_gpu), &b.download(&t_cpu), 1e-6, "accumulate_attention");
+    }
+    // Role 1 (may go) on most rows, 2 (stays) on every seventh, 0 (text) on the rest.
+    let role: Vec<f32> = (0..290).map(|j| [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 2.0][j % 7]).collect();
+    let (r_cpu, r_gpu) = (tensor(&b, &role, 290, 1), on_gpu(&g, &role, 290, 1));
+    let (mut c_cpu, mut c_gpu) = (b.new_tensor(), g.new_tensor());
+    let mut counts = Vec::new();
+    for share in [0.0f32, 0.9, 1.1, 100.0] {
+        b.count_evictable(&t_cpu, &r_cpu, share, &mut c_cpu);
+        g.count_evictable(&t_gpu, &r_gpu, share, &mut c_gpu);
+        let (want, got) = (b.download(&c_cpu)[0], g.download(&c_gpu)[0]);
+        assert_eq!(got, want, "count_evictable, share {share}");
+        counts.push(want);
+    }
+    let may_go = role.iter().filter(|&&r| r == 1.0).count() as f32;
+    assert_eq!((counts[0], counts[3]), (0.0, may_go));
+    assert!(
+        counts[1] > 0.0 && counts[2] > counts[1] && counts[2] < may_go,
+        "{counts:?}"
+    );
+    g.check().unwrap();
+}
+
 /// Prefill (many queries) and decode (a few queries, keys split over the emulated SMs)
 /// over a cache with spare rows past `n_keys`, with grouped-query heads.
 #[test]
