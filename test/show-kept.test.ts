@@ -249,17 +249,21 @@ test('answer spans grey exactly the tokens whose keys and values were not admitt
   assert.ok(html.includes('<title>glimpse --reduce dynamic:keep_rate=0.2</title>'), html);
 });
 
-/** A 3×3 grid on a 6-pixel canvas drawn 2:1 onto a 12×14 image shifted down by 1 (a pad-to-square). */
-function syntheticReport(): { image: RgbImage; report: ImageReport } {
-  const image: RgbImage = { width: 12, height: 14, data: new Uint8Array(12 * 14 * 3).fill(100) };
-  const token = (patches: number[], extra: Partial<ImageReport['tokens'][number]> = {}) => ({
+/** One visual token of a report, on `patches`, kept unless `extra` says otherwise. */
+function token(patches: number[], extra: Partial<ImageReport['tokens'][number]> = {}): ImageReport['tokens'][number] {
+  return {
     patches,
     key: false,
     recycled: false,
     dropped_after_layer: null,
     evicted_at_step: null,
     ...extra,
-  });
+  };
+}
+
+/** A 3×3 grid on a 6-pixel canvas drawn 2:1 onto a 12×14 image shifted down by 1 (a pad-to-square). */
+function syntheticReport(): { image: RgbImage; report: ImageReport } {
+  const image: RgbImage = { width: 12, height: 14, data: new Uint8Array(12 * 14 * 3).fill(100) };
   const report: ImageReport = {
     grid: 3,
     tokens: [
@@ -320,14 +324,6 @@ test('a tiled image is drawn twice: the base crop on the left, its tiles on the 
   // An 8×4 image; crops of 2×2 patches. The base crop stretches it onto a 4×4 canvas (2:1
   // across); the two tiles, side by side, cover it exactly (an 8×4 canvas, 1:1).
   const image: RgbImage = { width: 8, height: 4, data: new Uint8Array(8 * 4 * 3).fill(100) };
-  const token = (patches: number[], extra: Partial<ImageReport['tokens'][number]> = {}) => ({
-    patches,
-    key: false,
-    recycled: false,
-    dropped_after_layer: null,
-    evicted_at_step: null,
-    ...extra,
-  });
   const geometry = (width: number, scaleX: number) => ({
     canvas_width: width,
     canvas_height: 4,
