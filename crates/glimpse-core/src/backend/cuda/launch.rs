@@ -331,6 +331,16 @@ mod tests {
         attention_probs(70_000, 10, &params(1, 1, 8));
     }
 
+    /// `count_evictable` folds every row in one block whose per-thread slots are sized by
+    /// the kernel's `EVICT_THREADS`.
+    #[test]
+    fn eviction_count_is_one_block_of_the_kernels_threads() {
+        let config = count_evictable();
+        assert_eq!((config.grid, config.block), ([1, 1, 1], [EVICT_THREADS, 1, 1]));
+        let source = include_str!("kernels/mustdrop.cu");
+        assert!(source.contains(&format!("#define EVICT_THREADS {EVICT_THREADS}\n")));
+    }
+
     #[test]
     fn similarity_one_block_per_window() {
         assert_eq!(window_similarity(24).grid, [64, 1, 1]);
