@@ -199,7 +199,7 @@ impl<'m, B: Backend> GenerationState<'m, B> {
                 }
             }
         }
-        let step = self.decode_steps - 1;
+        let step = self.decode_steps.saturating_sub(1);
         for origin in policy.evict(b, &self.verdict_values, &mut self.cache) {
             if let Some(v) = self.vision_origins.get(&origin) {
                 self.report.images[v.image as usize].tokens[v.token as usize].evicted_at_step = Some(step);
