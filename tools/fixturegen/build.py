@@ -21,6 +21,7 @@ from .reference import (
     load_images,
     load_processor,
     min_top2_margin,
+    penalised_record,
     prepare,
 )
 
@@ -79,6 +80,9 @@ def build_fixture(fixture: Fixture, tokenizer, out_dir: Path, fixed_seed: int | 
     _same_generation(generation, disk_generation, fixture.name)
 
     record = _record(fixture, seed, disk_processor, disk_prompt, disk_generation, tokenizer)
+    record["repetition_penalty"] = penalised_record(
+        disk_model, disk_prompt.inputs, tokenizer.eos_token_id, fixture.name
+    )
     if fixture.spec.storage_dtype != torch.float32:
         native_model = load_checkpoint(directory, fixture.spec.storage_dtype)
         native = generate(native_model, disk_prompt.inputs, tokenizer.eos_token_id)

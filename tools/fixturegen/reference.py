@@ -8,6 +8,11 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
 NEW_TOKENS = 16
+# The repetition penalty of the penalised greedy run: strong enough to change the greedy tokens.
+REPETITION_PENALTY = 1.3
+# The penalised run's top two scores must differ by this much at every step, so that rounding
+# differences between implementations cannot change a token.
+MIN_PENALISED_MARGIN = 1e-3
 
 
 @dataclass
@@ -85,6 +90,31 @@ def generate(model: LlavaForConditionalGeneration, inputs: dict, eos_token_id: i
         raise RuntimeError(f"generate returned {len(greedy_ids)} tokens, expected {NEW_TOKENS}")
     step_logits = [step[0].float() for step in output.logits]
     return Generation(last_logits=last_logits, greedy_ids=greedy_ids, step_logits=step_logits)
+
+
+@torch.no_grad()
+def penalised_record(model: LlavaForConditionalGeneration, inputs: dict, eos_token_id: int, name: str) -> dict:
+    """NEW_TOKENS greedy tokens under transformers' repetition penalty (a logits processor over every id
+    of the sequence so far, the prompt's image tokens included), end-of-sequence suppressed as in
+    `generate`."""
+    output = model.generate(
+        **_cast_pixels(inputs, model.dtype),
+        max_new_tokens=NEW_TOKENS,
+        min_new_tokens=NEW_TOKENS,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=eos_token_id,
+        repetition_penalty=REPETITION_PENALTY,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+    ids = output.sequences[0, inputs["input_ids"].shape[1] :].tolist()
+    margin = min_top2_margin([step[0].float() for step in output.scores])
+    if margin < MIN_PENALISED_MARGIN:
+        raise RuntimeError(f"{name}: the penalised greedy run has a top-2 margin of only {margin:.2e}")
+    if eos_token_id in ids:
+        raise RuntimeError(f"{name}: the penalised greedy run chose end-of-sequence")
+    return {"penalty": REPETITION_PENALTY, "greedy_ids": ids, "min_top2_margin": round(margin, 6)}
 
 
 def min_top2_margin(step_logits: list[torch.Tensor]) -> float:

@@ -8,7 +8,7 @@ import torch
 
 from .build import pixel_record
 from .catalogue import FIXTURES
-from .reference import NEW_TOKENS, generate, load_checkpoint, load_images, load_processor, prepare
+from .reference import NEW_TOKENS, generate, load_checkpoint, load_images, load_processor, penalised_record, prepare
 from .tokenizer_cases import build_cases
 
 # Stored floats carry 8 significant digits; allow a little more than that rounding.
@@ -64,6 +64,10 @@ def _verify_model(out_dir: Path, fixture, expected: dict) -> str:
     _check(abs(max_abs - expected["max_abs_logit"]) <= ROUNDING_TOLERANCE * max_abs, fixture.name, "max_abs_logit")
     _check(generation.greedy_ids == expected["greedy_ids"], fixture.name, "greedy_ids")
     _check(len(expected["greedy_ids"]) == NEW_TOKENS, fixture.name, "greedy length")
+    penalised = penalised_record(model, prompt.inputs, processor.tokenizer.eos_token_id, fixture.name)
+    stored = expected["repetition_penalty"]
+    same = (penalised["penalty"], penalised["greedy_ids"]) == (stored["penalty"], stored["greedy_ids"])
+    _check(same, fixture.name, "repetition_penalty greedy_ids")
     text = processor.tokenizer.decode(generation.greedy_ids, skip_special_tokens=True)
     _check(text == expected["greedy_text"], fixture.name, "greedy_text")
     if "greedy_ids_native_bf16" in expected:
@@ -71,7 +75,8 @@ def _verify_model(out_dir: Path, fixture, expected: dict) -> str:
         _check(native.greedy_ids == expected["greedy_ids_native_bf16"], fixture.name, "greedy_ids_native_bf16")
     return (
         f"{fixture.name}: prompt, {len(expected['input_ids'])} ids, pixels (max delta {pixel_delta:.1e}), "
-        f"logits (max delta {logit_delta:.1e} of max {max_abs:.2f}), {NEW_TOKENS} greedy tokens match"
+        f"logits (max delta {logit_delta:.1e} of max {max_abs:.2f}), {NEW_TOKENS} greedy tokens match, "
+        f"also with repetition penalty {stored['penalty']}"
     )
 
 

@@ -8,9 +8,8 @@ mod common;
 use std::sync::atomic::AtomicBool;
 
 use common::Expected;
-use glimpse_core::generate::SamplingParams;
 use glimpse_core::model::preprocess::ImageProcessorConfig;
-use glimpse_core::{Engine, GenerateRequest, LoadOptions};
+use glimpse_core::{Engine, LoadOptions};
 
 const FIXTURES: [&str; 6] = [
     "tiny-llava-mha",
@@ -24,18 +23,6 @@ const FIXTURES: [&str; 6] = [
 const NEXT_FIXTURES: [&str; 2] = ["tiny-llava-next-mistral", "tiny-llava-next-vicuna"];
 /// Greedy tokens compared against transformers (as many as the fixtures hold).
 const GREEDY_TOKENS: usize = 16;
-
-fn request(expected: &Expected, max_tokens: usize) -> GenerateRequest {
-    GenerateRequest {
-        messages: expected.messages(),
-        images: expected.images(),
-        sampling: SamplingParams::default(),
-        max_tokens,
-        stop: vec![],
-        ignore_eos: true,
-        reduce: Default::default(),
-    }
-}
 
 fn engine(expected: &Expected) -> Engine {
     Engine::load(
@@ -110,7 +97,7 @@ fn next_token_logits_match_transformers() {
     for name in FIXTURES {
         let expected = Expected::load(name);
         let engine = engine(&expected);
-        let got = engine.next_token_logits(&request(&expected, 1)).unwrap();
+        let got = engine.next_token_logits(&expected.request("none", 1)).unwrap();
         let want = expected.f32s(&expected.json["last_logits"]);
         assert_eq!(got.len(), want.len(), "{name}: vocabulary size");
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -132,7 +119,11 @@ fn greedy_continuation_matches_transformers() {
         let expected = Expected::load(name);
         let engine = engine(&expected);
         let out = engine
-            .generate(&request(&expected, GREEDY_TOKENS), &AtomicBool::new(false), &mut |_| {})
+            .generate(
+                &expected.request("none", GREEDY_TOKENS),
+                &AtomicBool::new(false),
+                &mut |_| {},
+            )
             .unwrap();
         assert_eq!(out.token_ids, expected.u32s("greedy_ids"), "{name}: greedy ids");
         assert_eq!(
@@ -141,4 +132,29 @@ fn greedy_continuation_matches_transformers() {
             "{name}: greedy text"
         );
     }
+}
+
+/// transformers' repetition penalty (over every id so far, the prompt's image tokens
+/// included) changes the greedy continuation; the engine's matches it token for token.
+#[test]
+fn repetition_penalty_matches_transformers() {
+    let mut changed = 0;
+    for name in FIXTURES {
+        let expected = Expected::load(name);
+        let golden = &expected.json["repetition_penalty"];
+        let want: Vec<u32> = golden["greedy_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_u64().unwrap() as u32)
+            .collect();
+        let mut request = expected.request("none", GREEDY_TOKENS);
+        request.sampling.repetition_penalty = golden["penalty"].as_f64().unwrap() as f32;
+        let out = engine(&expected)
+            .generate(&request, &AtomicBool::new(false), &mut |_| {})
+            .unwrap();
+        assert_eq!(out.token_ids, want, "{name}: penalised greedy ids");
+        changed += usize::from(want != expected.u32s("greedy_ids"));
+    }
+    assert!(changed > 0, "the penalty changed no fixture's greedy tokens");
 }
