@@ -1,5 +1,6 @@
 //! The CUDA backend against the CPU backend on a real GPU (feature `cuda`): every
-//! fixture model's f32 logits within 1e-4 of the largest and the same greedy tokens, the
+//! fixture model's f32 logits within 1e-4 of the largest and the same greedy tokens (also
+//! under transformers' repetition penalty), the
 //! same decisions for every reduction fixture, and the same greedy tokens with weights
 //! kept in f16 and bf16. The emulated-GPU tests run the same checks (`parity`) in CI.
 //!
@@ -87,6 +88,16 @@ fn fixture_models_match_the_cpu_backend_and_transformers() {
             "{name}: GPU logits differ from transformers' by {diff:.2e}"
         );
         assert!(on_gpu.output.stats.backend.starts_with("cuda ("));
+
+        // The repetition penalty, applied on the GPU, gives transformers' tokens.
+        let (penalty, want) = expected.penalised_greedy();
+        let mut penalised = request.clone();
+        penalised.sampling.repetition_penalty = penalty;
+        assert_eq!(
+            run(&gpu, &penalised).output.token_ids,
+            want,
+            "{name}: penalised greedy ids"
+        );
     }
 }
 

@@ -141,15 +141,9 @@ fn repetition_penalty_matches_transformers() {
     let mut changed = 0;
     for name in FIXTURES {
         let expected = Expected::load(name);
-        let golden = &expected.json["repetition_penalty"];
-        let want: Vec<u32> = golden["greedy_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|id| id.as_u64().unwrap() as u32)
-            .collect();
+        let (penalty, want) = expected.penalised_greedy();
         let mut request = expected.request("none", GREEDY_TOKENS);
-        request.sampling.repetition_penalty = golden["penalty"].as_f64().unwrap() as f32;
+        request.sampling.repetition_penalty = penalty;
         let out = engine(&expected)
             .generate(&request, &AtomicBool::new(false), &mut |_| {})
             .unwrap();

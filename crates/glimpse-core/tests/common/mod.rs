@@ -64,6 +64,21 @@ impl Expected {
             .collect()
     }
 
+    /// transformers' penalised greedy run: the repetition penalty and the tokens it gave.
+    pub fn penalised_greedy(&self) -> (f32, Vec<u32>) {
+        let golden = &self.json["repetition_penalty"];
+        let ids = golden["greedy_ids"]
+            .as_array()
+            .expect("repetition_penalty.greedy_ids")
+            .iter()
+            .map(|id| id.as_u64().expect("token id") as u32)
+            .collect();
+        (
+            golden["penalty"].as_f64().expect("repetition_penalty.penalty") as f32,
+            ids,
+        )
+    }
+
     /// The fixture's prompt, greedy, `max_tokens` long whatever the end-of-sequence token
     /// says, reduced by `reduce`.
     pub fn request(&self, reduce: &str, max_tokens: usize) -> GenerateRequest {
