@@ -150,7 +150,7 @@ fn start<'m, 't, B: Backend>(
     } = prepare(request)?;
     let n_prompt = prompt.unreduced_len;
     let max_new = session::max_new_tokens(request, n_prompt, context_len);
-    let decoding = Decoding::new(b, tokenizer, request, prompt.ids.clone(), max_new)?;
+    let decoding = Decoding::new(b, tokenizer, request, &prompt.ids, max_new)?;
     // Checked against what the batch's earlier sequences left free.
     session::ensure_kv_fits(b, model, prompt.ids.len(), max_new)?;
     let mut state = GenerationState::new(b, model, plan, prompt.ids.len() + max_new);

@@ -31,7 +31,7 @@ struct Repeats<B: Backend> {
     penalty: f32,
     seen: B::Tensor,
     penalized: B::Tensor,
-    /// The prompt's ids, until the first step learns the vocabulary size and marks them.
+    /// The prompt's ids, marked in `seen` when the first step learns the vocabulary size.
     prompt_ids: Vec<u32>,
 }
 
@@ -39,9 +39,9 @@ impl<B: Backend> Repeats<B> {
     /// Row `row` of `logits`, penalised, into `self.penalized`.
     fn apply(&mut self, b: &B, logits: &B::Tensor, row: usize) {
         let vocab = b.shape(logits).1;
-        if !self.prompt_ids.is_empty() || b.shape(&self.seen) != (1, vocab) {
+        if b.shape(&self.seen) != (1, vocab) {
             let mut seen = vec![0.0; vocab];
-            for id in self.prompt_ids.drain(..) {
+            for &id in &self.prompt_ids {
                 if let Some(mark) = seen.get_mut(id as usize) {
                     *mark = 1.0;
                 }
@@ -80,7 +80,7 @@ impl<'t, B: Backend> Decoding<'t, B> {
         b: &B,
         tokenizer: &'t TextTokenizer,
         request: &GenerateRequest,
-        prompt_ids: Vec<u32>,
+        prompt_ids: &[u32],
         max_new: usize,
     ) -> Result<Self> {
         let sampler = Sampler::new(request.sampling)?;
@@ -89,7 +89,7 @@ impl<'t, B: Backend> Decoding<'t, B> {
             penalty,
             seen: b.new_tensor(),
             penalized: b.new_tensor(),
-            prompt_ids,
+            prompt_ids: prompt_ids.to_vec(),
         });
         Ok(Decoding {
             sampler,

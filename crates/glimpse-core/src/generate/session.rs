@@ -42,7 +42,7 @@ pub(crate) fn run<B: Backend>(
     let n_prompt = prompt.unreduced_len;
     let max_new = max_new_tokens(request, n_prompt, context_len);
     // Built first: it checks the sampling settings before any work is done.
-    let mut decoding = Decoding::new(b, tokenizer, request, prompt.ids.clone(), max_new)?;
+    let mut decoding = Decoding::new(b, tokenizer, request, &prompt.ids, max_new)?;
     ensure_kv_fits(b, model, prompt.ids.len(), max_new)?;
     let mut state = GenerationState::new(b, model, plan, prompt.ids.len() + max_new);
 
