@@ -2,7 +2,7 @@
 
 The vision tower keeps LLaVA-1.5's geometry (336 px, patch 14: 576 image tokens, a CLS token, the
 penultimate layer's patch features), so token budgets such as 192 / 128 / 64 mean what they mean
-for LLaVA-1.5-7B. Everything else is small: a 3-layer, 64-wide tower, a 2-layer GELU projector, and
+for LLaVA-1.5-7B. Everything else is small: a 4-layer, 64-wide tower, a 2-layer GELU projector, and
 a 6-layer, 96-wide Llama with multi-query attention over a ~420-token vocabulary.
 """
 
@@ -21,13 +21,19 @@ IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2
 MAX_OBJECTS = 6
 # Patch owners: none, up to MAX_OBJECTS objects, a glyph.
 OWNER_SLOTS = MAX_OBJECTS + 2
+# Four layers: LLaVA reads the third's patches (the penultimate layer); the last one only feeds CLS.
+TOWER_LAYERS = 4
+# hidden_states index of the layer whose patches are pooled per object (the second layer's output),
+# and the layer (0-based) whose first head learns to attend over a patch's own object.
+POOLED_LAYER = 2
+GROUPING_LAYER = 2
 
 
 def llava_config(vocab_size: int, image_token_id: int, pad_token_id: int) -> LlavaConfig:
     vision = CLIPVisionConfig(
         hidden_size=64,
         intermediate_size=256,
-        num_hidden_layers=3,
+        num_hidden_layers=TOWER_LAYERS,
         num_attention_heads=2,
         image_size=IMAGE_SIZE,
         patch_size=PATCH,
@@ -66,66 +72,114 @@ def llava_config(vocab_size: int, image_token_id: int, pad_token_id: int) -> Lla
 class SceneProbe(nn.Module):
     """Training-only probes on the vision tower; not exported.
 
-    On the penultimate layer, which the projector reads: per patch, the colour it shows and
-    whether an object's centre lies in it; per object (and glyph), its shape (or character) from
-    the mean of its patches' features. Dense targets teach the tower far faster than the language
-    loss alone, which matters when training on a CPU. The shape is read from the object's mean
-    because one patch shows little of it: per-patch shape targets stayed at chance, while the
-    pooled one learns (and the language model reads an object the same way, by attending over its
-    patches). On the final CLS state: the object count and which colours and shapes are present.
-    LLaVA reads the penultimate layer, so nothing else would train the last one; this gives its
-    CLS token a reason to attend to the objects, which makes MustDrop's key tokens (chosen by that
-    attention) meaningful.
+    Dense targets teach the tower far faster than the language loss alone, which matters when
+    training on a CPU. They build, in two steps, patch features that say what the patch's whole
+    object is, so the language model finds "the triangle" or "the red object" by looking at single
+    patches rather than by learning to gather each object itself:
+
+    - Second layer: the object's shape (or character) read from the mean of its patches' features.
+      One patch shows little of a shape and per-patch shape targets stayed at chance here, while the
+      pooled one learns (a "deep sets" reading: per-patch features, then their mean).
+    - Third layer: its first head attends over the patch's own object (target: uniform over the
+      object's patches), which hands every patch that mean; on its output, the one LLaVA reads, each
+      patch is asked its colour, whether an object's centre lies in it, and its object's shape and
+      centre.
+    - Final CLS state: the object count and which colours and shapes are present. LLaVA reads the
+      penultimate layer, so nothing else would train the last one; this gives its CLS token a reason
+      to attend to the objects, which makes MustDrop's key tokens (chosen by that attention)
+      meaningful.
     """
 
     def __init__(self, width: int):
         super().__init__()
+        shapes = len(SHAPES) + len(GLYPHS)
+        self.pooled_shape = nn.Linear(width, shapes)
         self.patch_colour = nn.Linear(width, len(COLOURS) + 1)
         self.patch_centre = nn.Linear(width, 1)
-        self.object_shape = nn.Linear(width, len(SHAPES) + len(GLYPHS))
+        self.patch_shape = nn.Linear(width, shapes)
+        self.patch_place = nn.Linear(width, 2)
         self.count = nn.Linear(width, MAX_OBJECTS + 1)
         self.present = nn.Linear(width, len(COLOURS) + len(SHAPES))
 
-    def object_logits(self, patches: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shape logits of every object present (from its patches' mean feature) and their labels."""
-        members = F.one_hot(batch["patch_owners"], OWNER_SLOTS).to(patches.dtype)  # (B, 576, slots)
-        sums = members.transpose(1, 2) @ patches
+    def heads(self, vision, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """(prediction, target) of every probe, over the patches (or objects) it applies to."""
+        owners = batch["patch_owners"]
+        owned = owners > 0
+        pooled_patches = vision.hidden_states[POOLED_LAYER][:, 1:]
+        members = F.one_hot(owners, OWNER_SLOTS).to(pooled_patches.dtype)  # (B, 576, slots)
+        sums = members.transpose(1, 2) @ pooled_patches
         counts = members.sum(dim=1)
         means = sums / counts.clamp(min=1).unsqueeze(-1)
-        labels = batch["owner_shapes"]
-        present = (labels >= 0) & (counts > 0)
-        return self.object_shape(means[present]), labels[present]
-
-    def loss(self, patches: torch.Tensor, pooled: torch.Tensor, batch: dict) -> torch.Tensor:
-        flat = patches.reshape(-1, patches.shape[-1])
-        shape_logits, shape_labels = self.object_logits(patches, batch)
-        dense = (
-            F.cross_entropy(self.patch_colour(flat), batch["patch_colours"].reshape(-1))
-            + F.binary_cross_entropy_with_logits(self.patch_centre(flat).squeeze(-1), batch["patch_centres"].reshape(-1))
-            + F.cross_entropy(shape_logits, shape_labels)
-        )
-        scene = F.cross_entropy(self.count(pooled), batch["count"]) + F.binary_cross_entropy_with_logits(
-            self.present(pooled), batch["present"]
-        )
-        return dense + scene
-
-    @torch.no_grad()
-    def accuracy(self, patches: torch.Tensor, pooled: torch.Tensor, batch: dict) -> dict[str, float]:
-        """Per-probe accuracy; colour over the patches objects cover, where predicting "nothing"
-        everywhere would otherwise look near perfect."""
-        flat = patches.reshape(-1, patches.shape[-1])
-        covered = batch["patch_owners"].reshape(-1) > 0
-        colours = batch["patch_colours"].reshape(-1)
-        shape_logits, shape_labels = self.object_logits(patches, batch)
+        shapes = batch["owner_shapes"]
+        present = (shapes >= 0) & (counts > 0)
+        patches = vision.hidden_states[-2][:, 1:]
+        patch_shapes = shapes.gather(1, owners)
+        patch_places = batch["owner_places"].gather(1, owners.unsqueeze(-1).expand(-1, -1, 2))
         return {
-            "colour": (self.patch_colour(flat).argmax(-1) == colours)[covered].float().mean().item(),
-            "shape": (shape_logits.argmax(-1) == shape_labels).float().mean().item(),
-            "count": (self.count(pooled).argmax(-1) == batch["count"]).float().mean().item(),
+            "pooled_shape": (self.pooled_shape(means[present]), shapes[present]),
+            "colour": (self.patch_colour(patches).flatten(0, 1), batch["patch_colours"].flatten()),
+            "centre": (self.patch_centre(patches).flatten(), batch["patch_centres"].flatten()),
+            "shape": (self.patch_shape(patches[owned]), patch_shapes[owned]),
+            "place": (self.patch_place(patches[owned]), patch_places[owned]),
+            "count": (self.count(vision.pooler_output), batch["count"]),
+            "present": (self.present(vision.pooler_output), batch["present"]),
+        }
+
+    @staticmethod
+    def grouping(vision, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the grouping head's attention against "uniform over my object", over
+        object patches, and the attention mass those patches put on their own object."""
+        attention = vision.attentions[GROUPING_LAYER][:, 0, 1:, 1:]  # (B, 576, 576), CLS left out
+        owners = batch["patch_owners"]
+        same = (owners.unsqueeze(2) == owners.unsqueeze(1)) & (owners > 0).unsqueeze(2)
+        same = same.to(attention.dtype)
+        size = same.sum(dim=2)
+        rows = size > 0
+        log_attention = attention.clamp(min=1e-9).log()
+        loss = -((same * log_attention).sum(dim=2)[rows] / size[rows]).mean()
+        mass = (same * attention).sum(dim=2)[rows].mean()
+        return loss, mass
+
+    def loss(self, vision, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        heads = self.heads(vision, batch)
+        grouping, mass = self.grouping(vision, batch)
+        total = grouping
+        for name, (prediction, target) in heads.items():
+            if name in ("centre", "present"):
+                total = total + F.binary_cross_entropy_with_logits(prediction, target)
+            elif name == "place":
+                total = total + 10 * F.mse_loss(torch.sigmoid(prediction), target)
+            else:
+                total = total + F.cross_entropy(prediction, target)
+        return total, self.accuracy(heads, mass, batch)
+
+    @staticmethod
+    @torch.no_grad()
+    def accuracy(heads: dict, mass: torch.Tensor, batch: dict) -> dict[str, float]:
+        """Per-probe scores; colour over the patches objects cover, where predicting "nothing"
+        everywhere would otherwise look near perfect; place as the mean distance in pixels."""
+        covered = batch["patch_owners"].flatten() > 0
+        colour_logits, colours = heads["colour"]
+        place, place_target = heads["place"]
+
+        def hits(name):
+            prediction, target = heads[name]
+            return (prediction.argmax(-1) == target).float().mean().item()
+
+        return {
+            "group": mass.item(),
+            "pooled": hits("pooled_shape"),
+            "colour": (colour_logits.argmax(-1) == colours)[covered].float().mean().item(),
+            "shape": hits("shape"),
+            "place_px": ((torch.sigmoid(place) - place_target).norm(dim=-1).mean() * IMAGE_SIZE).item(),
+            "count": hits("count"),
         }
 
 
 def build(config: LlavaConfig, seed: int) -> tuple[LlavaForConditionalGeneration, SceneProbe]:
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
+    # The grouping probe reads attention weights, which only the eager implementation returns.
+    model.model.vision_tower.set_attn_implementation("eager")
     probe = SceneProbe(config.vision_config.hidden_size)
     return model, probe

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import LlavaForConditionalGeneration
 
 from fixturegen.tokenizer import build_llama_tokenizer
 
@@ -56,38 +57,51 @@ def tokenizer_corpus(seed: int, scenes: int = 3000) -> list[str]:
     return corpus
 
 
-def encode(tokenizer, example, image_token_id: int) -> tuple[list[int], list[int]]:
-    """Token ids with the image placeholder expanded to IMAGE_TOKENS slots, and labels (-100 where
-    no loss applies)."""
+def encode(tokenizer, example, image_token_id: int, thin: bool) -> tuple[list[int], list[int], list[int]]:
+    """Token ids with the image placeholder expanded to its image tokens (all IMAGE_TOKENS, or the
+    example's `image_keep` ones when `thin`), labels (-100 where no loss applies) and position ids
+    (a thinned image keeps its tokens' own positions, so text after it sits where it always does)."""
     encoding = tokenizer(example.text, return_offsets_mapping=True)
-    ids, labels = [], []
+    kept = np.flatnonzero(example.image_keep) if thin else np.arange(IMAGE_TOKENS)
+    ids, labels, positions = [], [], []
+    images, position = 0, 0
     for token, (start, _) in zip(encoding["input_ids"], encoding["offset_mapping"]):
         if token == image_token_id:
-            ids.extend([image_token_id] * IMAGE_TOKENS)
-            labels.extend([-100] * IMAGE_TOKENS)
+            images += 1
+            ids.extend([image_token_id] * len(kept))
+            labels.extend([-100] * len(kept))
+            positions.extend((position + kept).tolist())
+            position += IMAGE_TOKENS
             continue
         ids.append(token)
+        positions.append(position)
+        position += 1
         learned = any(lo <= start < hi for lo, hi in example.answer_spans)
         labels.append(token if learned else -100)
-    if ids.count(image_token_id) != IMAGE_TOKENS:
+    if images != 1:
         raise RuntimeError("a training conversation must hold exactly one image")
-    return ids, labels
+    return ids, labels, positions
 
 
-def collate(examples, tokenizer, image_token_id: int, pad_id: int) -> dict[str, torch.Tensor]:
-    encoded = [encode(tokenizer, e, image_token_id) for e in examples]
-    width = max(len(ids) for ids, _ in encoded)
+def collate(examples, tokenizer, image_token_id: int, pad_id: int, thin: bool = False) -> dict[str, torch.Tensor]:
+    encoded = [encode(tokenizer, e, image_token_id, thin) for e in examples]
+    width = max(len(ids) for ids, _, _ in encoded)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, (ids, target) in enumerate(encoded):
+    positions = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (ids, target, place) in enumerate(encoded):
         input_ids[row, : len(ids)] = torch.tensor(ids)
         labels[row, : len(ids)] = torch.tensor(target)
         mask[row, : len(ids)] = 1
+        positions[row, : len(ids)] = torch.tensor(place)
     # Slot 0 is "no owner"; slots without an object keep -100 (no loss).
     owner_shapes = torch.full((len(examples), OWNER_SLOTS), -100, dtype=torch.long)
     for row, e in enumerate(examples):
         owner_shapes[row, 1 : 1 + len(e.owner_shapes)] = torch.tensor(e.owner_shapes, dtype=torch.long)
+    owner_places = torch.zeros((len(examples), OWNER_SLOTS, 2))
+    for row, e in enumerate(examples):
+        owner_places[row, 1 : 1 + len(e.owner_places)] = torch.tensor(e.owner_places)
     present = torch.zeros((len(examples), len(COLOURS) + len(SHAPES)))
     for row, e in enumerate(examples):
         for colour in e.colours:
@@ -99,10 +113,13 @@ def collate(examples, tokenizer, image_token_id: int, pad_id: int) -> dict[str, 
         "patch_colours": torch.from_numpy(np.stack([e.patch_colours for e in examples])).long(),
         "patch_owners": torch.from_numpy(np.stack([e.patch_owners for e in examples])).long(),
         "owner_shapes": owner_shapes,
+        "owner_places": owner_places,
         "patch_centres": torch.from_numpy(np.stack([e.patch_centres for e in examples])),
         "input_ids": input_ids,
         "labels": labels,
         "attention_mask": mask,
+        "position_ids": positions,
+        "image_keep": torch.from_numpy(np.stack([e.image_keep if thin else np.ones(IMAGE_TOKENS, dtype=bool) for e in examples])),
         "count": torch.tensor([e.count for e in examples]),
         "present": present,
     }
@@ -113,8 +130,8 @@ class SceneBatches(torch.utils.data.Dataset):
     worker processes can draw and render scenes while the model trains (on a GPU, rendering on one
     core would be the bottleneck); batch `i` is the same whichever process makes it."""
 
-    def __init__(self, first: int, size: int, steps: int, tokenizer, image_token_id: int, pad_id: int):
-        self.first, self.size, self.steps = first, size, steps
+    def __init__(self, first: int, size: int, steps: int, tokenizer, image_token_id: int, pad_id: int, thin: bool):
+        self.first, self.size, self.steps, self.thin = first, size, steps, thin
         self.tokenizer, self.image_token_id, self.pad_id = tokenizer, image_token_id, pad_id
 
     def __len__(self) -> int:
@@ -122,18 +139,16 @@ class SceneBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         examples = [training_example(self.first + index * self.size + i) for i in range(self.size)]
-        return collate(examples, self.tokenizer, self.image_token_id, self.pad_id)
+        return collate(examples, self.tokenizer, self.image_token_id, self.pad_id, self.thin)
 
 
-def vision_features(model, pixel_values: torch.Tensor):
+def vision_features(model, pixel_values: torch.Tensor, attentions: bool = False):
     """The tower's output with hidden states: LLaVA reads the penultimate layer's patches."""
-    return model.model.vision_tower(pixel_values, output_hidden_states=True)
+    return model.model.vision_tower(pixel_values, output_hidden_states=True, output_attentions=attentions)
 
 
 def tower_losses(model, probe, batch) -> tuple[torch.Tensor, dict[str, float]]:
-    vision = vision_features(model, batch["pixel_values"])
-    patches = vision.hidden_states[-2][:, 1:]
-    return probe.loss(patches, vision.pooler_output, batch), probe.accuracy(patches, vision.pooler_output, batch)
+    return probe.loss(vision_features(model, batch["pixel_values"], attentions=True), batch)
 
 
 def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,16 +156,18 @@ def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, to
     without gradients.
 
     The same computation as LlavaForConditionalGeneration.forward, spelled out so the tower can
-    run outside autograd.
+    run outside autograd and a thinned image feeds only its kept tokens, at their own positions.
     """
     inner = model.model
     with torch.no_grad():
         patches = vision_features(model, batch["pixel_values"]).hidden_states[-2][:, 1:]
-    features = inner.multi_modal_projector(patches)
+    features = inner.multi_modal_projector(patches[batch["image_keep"]])
     embeds = inner.language_model.embed_tokens(batch["input_ids"])
     slots = (batch["input_ids"] == image_token_id).unsqueeze(-1)
     embeds = embeds.masked_scatter(slots, features.to(embeds.dtype))
-    hidden = inner.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = inner.language_model(
+        inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
+    ).last_hidden_state
     targets = batch["labels"][:, 1:]
     learned = targets != -100
     logits = model.lm_head(hidden[:, :-1][learned])
@@ -203,6 +220,9 @@ def main() -> None:
     parser.add_argument("--tower-steps", type=int, default=600, help="probe-only steps of the vision tower")
     parser.add_argument("--tower-batch", type=int, default=32)
     parser.add_argument("--tower-lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--tower-from", type=Path, help="take the vision tower of this saved model (a run's phase-1 save) and skip phase 1"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument(
@@ -229,8 +249,8 @@ def main() -> None:
     base = (args.seed + 1) * 10_000_000
     started = time.time()
 
-    def batches(first_scene: int, size: int, steps: int):
-        scenes = SceneBatches(base + first_scene, size, steps, tokenizer, image_token_id, pad_id)
+    def batches(first_scene: int, size: int, steps: int, thin: bool):
+        scenes = SceneBatches(base + first_scene, size, steps, tokenizer, image_token_id, pad_id, thin)
         loader = torch.utils.data.DataLoader(scenes, batch_size=None, num_workers=args.workers)
         return ({k: v.to(args.device) for k, v in batch.items()} for batch in loader)
 
@@ -242,9 +262,12 @@ def main() -> None:
     # that already say which colour and shape each patch shows; trained jointly from scratch, the
     # language model settles on answers guessed from the question before the image means anything.
     tower = model.model.vision_tower
+    if args.tower_from is not None:
+        tower.load_state_dict(LlavaForConditionalGeneration.from_pretrained(args.tower_from).model.vision_tower.state_dict())
     tower_parameters = list(tower.parameters()) + list(probe.parameters())
     optimiser = torch.optim.AdamW(tower_parameters, lr=args.tower_lr, betas=(0.9, 0.98), weight_decay=0.05)
-    for step, batch in enumerate(batches(0, args.tower_batch, args.tower_steps)):
+    tower_steps = 0 if args.tower_from is not None else args.tower_steps
+    for step, batch in enumerate(batches(0, args.tower_batch, tower_steps, thin=False)):
         set_learning_rate(optimiser, learning_rate(step, args.tower_steps, args.tower_lr, args.warmup))
         loss, accuracy = tower_losses(model, probe, batch)
         optimiser.zero_grad(set_to_none=True)
@@ -255,13 +278,17 @@ def main() -> None:
             scores = "  ".join(f"{k} {v:.3f}" for k, v in accuracy.items())
             print(f"tower {step:5d}  probe {loss.item():.4f}  {scores}  {elapsed()}", flush=True)
 
+    if tower_steps:
+        save(model, tokenizer, args.out, {"tower_steps": args.tower_steps, "language_steps_done": 0})
+
     # Phase 2: projector and language model on the conversations, the tower frozen.
     tower.requires_grad_(False)
     tower.eval()
+    tower.set_attn_implementation("sdpa")  # no attention weights needed from here on
     language_parameters = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(language_parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
     first_language_scene = args.tower_steps * args.tower_batch
-    for step, batch in enumerate(batches(first_language_scene, args.batch, args.steps)):
+    for step, batch in enumerate(batches(first_language_scene, args.batch, args.steps, thin=True)):
         set_learning_rate(optimiser, learning_rate(step, args.steps, args.lr, args.warmup))
         lm_loss, accuracy = language_losses(model, batch, image_token_id)
         optimiser.zero_grad(set_to_none=True)
