@@ -57,40 +57,49 @@ def tokenizer_corpus(seed: int, scenes: int = 3000) -> list[str]:
     return corpus
 
 
-def encode(tokenizer, example, image_token_id: int, thin: bool) -> tuple[list[int], list[int], list[int]]:
+def encode(tokenizer, example, image_token_id: int, thin: bool) -> tuple[list[int], list[int], list[int], list[float]]:
     """Token ids with the image placeholder expanded to its image tokens (all IMAGE_TOKENS, or the
-    example's `image_keep` ones when `thin`), labels (-100 where no loss applies) and position ids
-    (a thinned image keeps its tokens' own positions, so text after it sits where it always does)."""
+    example's `image_keep` ones when `thin`), labels (-100 where no loss applies), position ids
+    (a thinned image keeps its tokens' own positions, so text after it sits where it always does)
+    and loss weights: one over its answer's token count, so that every answer weighs the same. A
+    caption is many tokens and a one-word answer two; weighted by token, captions would take most
+    of the gradient, and the short answers that need the image most would take little."""
     encoding = tokenizer(example.text, return_offsets_mapping=True)
     kept = np.flatnonzero(example.image_keep) if thin else np.arange(IMAGE_TOKENS)
-    ids, labels, positions = [], [], []
+    ids, labels, positions, answers = [], [], [], []
     images, position = 0, 0
     for token, (start, _) in zip(encoding["input_ids"], encoding["offset_mapping"]):
         if token == image_token_id:
             images += 1
             ids.extend([image_token_id] * len(kept))
             labels.extend([-100] * len(kept))
+            answers.extend([-1] * len(kept))
             positions.extend((position + kept).tolist())
             position += IMAGE_TOKENS
             continue
         ids.append(token)
         positions.append(position)
         position += 1
-        learned = any(lo <= start < hi for lo, hi in example.answer_spans)
-        labels.append(token if learned else -100)
+        answer = next((i for i, (lo, hi) in enumerate(example.answer_spans) if lo <= start < hi), -1)
+        labels.append(token if answer >= 0 else -100)
+        answers.append(answer)
     if images != 1:
         raise RuntimeError("a training conversation must hold exactly one image")
-    return ids, labels, positions
+    sizes = {a: answers.count(a) for a in set(answers)}
+    weights = [1.0 / sizes[a] if a >= 0 else 0.0 for a in answers]
+    return ids, labels, positions, weights
 
 
 def collate(examples, tokenizer, image_token_id: int, pad_id: int, thin: bool = False) -> dict[str, torch.Tensor]:
     encoded = [encode(tokenizer, e, image_token_id, thin) for e in examples]
-    width = max(len(ids) for ids, _, _ in encoded)
+    width = max(len(ids) for ids, *_ in encoded)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     positions = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, (ids, target, place) in enumerate(encoded):
+    weights = torch.zeros((len(examples), width))
+    for row, (ids, target, place, weight) in enumerate(encoded):
+        weights[row, : len(ids)] = torch.tensor(weight)
         input_ids[row, : len(ids)] = torch.tensor(ids)
         labels[row, : len(ids)] = torch.tensor(target)
         mask[row, : len(ids)] = 1
@@ -119,6 +128,7 @@ def collate(examples, tokenizer, image_token_id: int, pad_id: int, thin: bool = 
         "labels": labels,
         "attention_mask": mask,
         "position_ids": positions,
+        "label_weights": weights,
         "image_keep": torch.from_numpy(np.stack([e.image_keep if thin else np.ones(IMAGE_TOKENS, dtype=bool) for e in examples])),
         "count": torch.tensor([e.count for e in examples]),
         "present": present,
@@ -152,7 +162,7 @@ def tower_losses(model, probe, batch) -> tuple[torch.Tensor, dict[str, float]]:
 
 
 def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """LM loss over answer tokens and the answer-token accuracy, with the (frozen) tower run
+    """LM loss over answer tokens (each answer weighing the same) and the answer-token accuracy, with the (frozen) tower run
     without gradients.
 
     The same computation as LlavaForConditionalGeneration.forward, spelled out so the tower can
@@ -171,7 +181,8 @@ def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, to
     targets = batch["labels"][:, 1:]
     learned = targets != -100
     logits = model.lm_head(hidden[:, :-1][learned])
-    lm_loss = F.cross_entropy(logits, targets[learned])
+    weights = batch["label_weights"][:, 1:][learned]
+    lm_loss = (F.cross_entropy(logits, targets[learned], reduction="none") * weights).sum() / weights.sum()
     accuracy = (logits.argmax(-1) == targets[learned]).float().mean()
     return lm_loss, accuracy
 
@@ -216,8 +227,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="language-model steps")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--warmup", type=int, default=150)
-    parser.add_argument("--tower-steps", type=int, default=600, help="probe-only steps of the vision tower")
+    parser.add_argument("--warmup", type=int, default=60)
+    parser.add_argument("--tower-steps", type=int, default=700, help="probe-only steps of the vision tower")
     parser.add_argument("--tower-batch", type=int, default=32)
     parser.add_argument("--tower-lr", type=float, default=3e-3)
     parser.add_argument(
