@@ -99,11 +99,11 @@ def collate(examples, tokenizer, image_token_id: int, pad_id: int, thin: bool = 
     positions = torch.zeros((len(examples), width), dtype=torch.long)
     weights = torch.zeros((len(examples), width))
     for row, (ids, target, place, weight) in enumerate(encoded):
-        weights[row, : len(ids)] = torch.tensor(weight)
         input_ids[row, : len(ids)] = torch.tensor(ids)
         labels[row, : len(ids)] = torch.tensor(target)
         mask[row, : len(ids)] = 1
         positions[row, : len(ids)] = torch.tensor(place)
+        weights[row, : len(ids)] = torch.tensor(weight)
     # Slot 0 is "no owner"; slots without an object keep -100 (no loss).
     owner_shapes = torch.full((len(examples), OWNER_SLOTS), -100, dtype=torch.long)
     for row, e in enumerate(examples):
@@ -162,8 +162,8 @@ def tower_losses(model, probe, batch) -> tuple[torch.Tensor, dict[str, float]]:
 
 
 def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """LM loss over answer tokens (each answer weighing the same) and the answer-token accuracy, with the (frozen) tower run
-    without gradients.
+    """LM loss over answer tokens (each answer weighing the same) and the answer-token accuracy,
+    with the (frozen) tower run without gradients.
 
     The same computation as LlavaForConditionalGeneration.forward, spelled out so the tower can
     run outside autograd and a thinned image feeds only its kept tokens, at their own positions.
