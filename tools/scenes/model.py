@@ -143,14 +143,14 @@ class SceneProbe(nn.Module):
     def loss(self, vision, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         heads = self.heads(vision, batch)
         grouping, mass = self.grouping(vision, batch)
-        total = grouping
-        for name, (prediction, target) in heads.items():
-            if name in ("centre", "present"):
-                total = total + F.binary_cross_entropy_with_logits(prediction, target)
-            elif name == "place":
-                total = total + 10 * F.mse_loss(torch.sigmoid(prediction), target)
-            else:
-                total = total + F.cross_entropy(prediction, target)
+        place, place_target = heads["place"]
+        total = (
+            grouping
+            + sum(F.cross_entropy(*heads[name]) for name in ("pooled_shape", "colour", "shape", "count"))
+            + sum(F.binary_cross_entropy_with_logits(*heads[name]) for name in ("centre", "present"))
+            # Centres as shares of the side: errors are small numbers, so the weight keeps them felt.
+            + 10 * F.mse_loss(torch.sigmoid(place), place_target)
+        )
         return total, self.accuracy(heads, mass, batch)
 
     @staticmethod
