@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .generator import SIZE, Scene, caption_prompt
+from .generator import GRID, PATCH, SIZE, Scene, caption_prompt
 
 # CLIP's normalisation, which the exported preprocessor_config.json declares too.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -39,6 +39,21 @@ class Example:
     owner_shapes: list[int]  # shape (or glyph) class of owner 1, 2, ...
     owner_places: list[tuple[float, float]]  # centre of owner 1, 2, ... as a share of the image side
     image_keep: np.ndarray  # (576,) bool: the image tokens the language model sees when thinned
+    centre_owners: np.ndarray  # (576,) the owner whose centre lies in the patch, else 0
+    focus: list[Focus]  # where the language model is taught to look while saying each answer
+
+
+@dataclass(frozen=True)
+class Focus:
+    """Characters of an answer and what the grounding heads attend to while predicting them: per
+    head, a set of owners (see generator.Question.focus); `caption` names the heads of a later
+    layer (a caption's next object depends on the one before, found by the earlier layer)."""
+
+    start: int
+    end: int
+    heads: tuple[tuple[int, ...], ...]
+    by_centre: bool
+    caption: bool
 
 
 def conversation(turns: list[tuple[str, str]]) -> tuple[str, list[tuple[int, int]]]:
@@ -59,11 +74,25 @@ def training_example(seed: int) -> Example:
     scene = Scene.sample(rng)
     # Several turns per image: the 576 image tokens dominate the cost, each turn adds a few tokens.
     questions = scene.questions(rng)
-    turns = [(q.text, q.answer) for q in questions[: rng.randint(min(2, len(questions)), len(questions))]]
-    if rng.random() < 0.5:
-        turns.insert(rng.randint(0, len(turns)), (caption_prompt(rng), scene.caption()))
+    asked = questions[: rng.randint(min(2, len(questions)), len(questions))]
+    turns = [(q.text, q.answer) for q in asked]
+    captioned = rng.random() < 0.5
+    if captioned:
+        caption_turn = rng.randint(0, len(turns))
+        turns.insert(caption_turn, (caption_prompt(rng), scene.caption()))
+        asked.insert(caption_turn, None)
     text, spans = conversation(turns)
+    focus = []
+    for question, (start, _) in zip(asked, spans):
+        answer_start = start + 1  # after the space that opens every answer
+        if question is None:
+            focus.extend(caption_focus(scene, text, answer_start))
+        elif question.focus:
+            focus.append(Focus(answer_start, answer_start + len(question.answer), question.focus, question.by_centre, False))
     patch_colours, patch_owners, patch_centres, owner_shapes = scene.patch_labels()
+    centre_owners = np.zeros(patch_owners.shape, dtype=np.int64)
+    for index, obj in enumerate(scene.objects):
+        centre_owners[int(obj.y) // PATCH * GRID + int(obj.x) // PATCH] = index + 1
     return Example(
         pixels=normalise(scene.render()),
         text=text,
@@ -76,8 +105,21 @@ def training_example(seed: int) -> Example:
         patch_centres=patch_centres,
         owner_shapes=owner_shapes,
         owner_places=owner_places(scene),
-        image_keep=thinned_image(rng, patch_owners),
+        image_keep=thinned_image(rng, patch_owners) | (centre_owners > 0),
+        centre_owners=centre_owners,
+        focus=focus,
     )
+
+
+def caption_focus(scene: Scene, text: str, start: int) -> list[Focus]:
+    """One Focus per phrase of the caption that begins at `text[start]`: the phrase's object."""
+    focus, cursor = [], start
+    lowered = text.lower()
+    for phrase, owner in scene.caption_parts():
+        at = lowered.index(phrase.lower(), cursor)
+        cursor = at + len(phrase)
+        focus.append(Focus(at, cursor, ((owner,),), False, True))
+    return focus
 
 
 # Share of training conversations that see every image token; the others see every object patch

@@ -139,13 +139,19 @@ class Scene:
 
     def caption(self) -> str:
         """One sentence naming every object, left to right, then the glyph if any."""
-        names = [_with_article(obj.name) for obj in sorted(self.objects, key=lambda o: o.x)]
+        return caption_sentence([phrase for phrase, _ in self.caption_parts()])
+
+    def caption_parts(self) -> list[tuple[str, int]]:
+        """The caption's phrases in order, each with the owner (as in `patch_labels`) it names."""
+        order = sorted(range(len(self.objects)), key=lambda i: self.objects[i].x)
+        parts = [(_with_article(self.objects[i].name), i + 1) for i in order]
         if self.glyph is not None:
-            names.append(f"the {'digit' if self.glyph.text.isdigit() else 'letter'} {self.glyph.text}")
-        if len(names) == 1:
-            return f"{names[0][0].upper()}{names[0][1:]}."
-        sentence = ", ".join(names[:-1]) + " and " + names[-1]
-        return f"{sentence[0].upper()}{sentence[1:]}."
+            parts.append((f"the {'digit' if self.glyph.text.isdigit() else 'letter'} {self.glyph.text}", self.glyph_owner))
+        return parts
+
+    @property
+    def glyph_owner(self) -> int:
+        return len(self.objects) + 1
 
     def mentions(self) -> list[str]:
         """Phrases a caption of this scene must contain."""
@@ -180,7 +186,7 @@ class Scene:
         obj = rng.choice(unique)
         spelling = rng.choice(["colour", "color"])
         text = rng.choice([f"What {spelling} is the {obj.shape}?", f"Which {spelling} is the {obj.shape}?"])
-        return Question("colour", text, obj.colour, [obj.colour])
+        return Question("colour", text, obj.colour, [obj.colour], focus=(self._owners(obj),))
 
     def _shape_question(self, rng: random.Random) -> Question | None:
         unique = [o for o in self.objects if sum(p.colour == o.colour for p in self.objects) == 1]
@@ -188,21 +194,22 @@ class Scene:
             return None
         obj = rng.choice(unique)
         text = rng.choice([f"What shape is the {obj.colour} object?", f"Which shape is {obj.colour}?"])
-        return Question("shape", text, obj.shape, [obj.shape])
+        return Question("shape", text, obj.shape, [obj.shape], focus=(self._owners(obj),))
 
     def _count_question(self, rng: random.Random) -> Question:
         target = rng.choice(["all", "colour", "shape"])
         if target == "all":
-            count, text = len(self.objects), "How many objects are there?"
+            counted, text = list(self.objects), "How many objects are there?"
         elif target == "colour":
             colour = rng.choice([o.colour for o in self.objects] + list(COLOURS))
-            count = sum(o.colour == colour for o in self.objects)
+            counted = [o for o in self.objects if o.colour == colour]
             text = f"How many {colour} objects are there?"
         else:
             shape = rng.choice([o.shape for o in self.objects] + SHAPES)
-            count = sum(o.shape == shape for o in self.objects)
+            counted = [o for o in self.objects if o.shape == shape]
             text = f"How many {shape}s are there?"
-        return Question("count", text, str(count), [str(count), NUMBER_WORDS[count]])
+        count = len(counted)
+        return Question("count", text, str(count), [str(count), NUMBER_WORDS[count]], (self._owners(*counted),), True)
 
     def _existence_question(self, rng: random.Random) -> Question:
         present = {o.name for o in self.objects}
@@ -215,7 +222,8 @@ class Scene:
             absent = [n for n in candidates if n not in present]
             name = rng.choice(absent)
         answer = "yes" if name in present else "no"
-        return Question("exists", f"Is there {_with_article(name)}?", answer, [answer])
+        named = [o for o in self.objects if o.name == name]
+        return Question("exists", f"Is there {_with_article(name)}?", answer, [answer], (self._owners(*named),), True)
 
     def _relation_question(self, rng: random.Random) -> Question | None:
         named = [o for o in self.objects if sum(p.name == o.name for p in self.objects) == 1]
@@ -238,13 +246,19 @@ class Scene:
             "below": a.y > b.y,
         }[relation]
         answer = "yes" if truth else "no"
-        return Question("relation", f"Is the {a.name} {relation} the {b.name}?", answer, [answer])
+        return Question(
+            "relation", f"Is the {a.name} {relation} the {b.name}?", answer, [answer], (self._owners(a), self._owners(b))
+        )
 
     def _glyph_question(self, rng: random.Random) -> Question | None:
         if self.glyph is None:
             return None
         text = rng.choice(["What letter is written?", "What is written in the image?", "Which character is shown?"])
-        return Question("text", text, self.glyph.text, [self.glyph.text.lower()])
+        return Question("text", text, self.glyph.text, [self.glyph.text.lower()], ((self.glyph_owner,),))
+
+    def _owners(self, *objects: SceneObject) -> tuple[int, ...]:
+        """The owner numbers (as in `patch_labels`) of these objects."""
+        return tuple(i + 1 for i, o in enumerate(self.objects) if any(o is p for p in objects))
 
 
 def _with_article(name: str) -> str:
@@ -257,6 +271,20 @@ class Question:
     text: str
     answer: str  # what the model is trained to say
     accepted: list[str]
+    # Where the answer is to be read, for the language model's grounding loss: per attention head,
+    # the owners (as in `patch_labels`) it should attend to. `by_centre`: attend to each owner's
+    # centre patch and to the first token equally, so the head's output tells how many there are
+    # (none: the first token alone).
+    focus: tuple[tuple[int, ...], ...] = ()
+    by_centre: bool = False
+
+
+def caption_sentence(phrases: list[str]) -> str:
+    """"A, B and C." from its phrases."""
+    if len(phrases) == 1:
+        return f"{phrases[0][0].upper()}{phrases[0][1:]}."
+    sentence = ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return f"{sentence[0].upper()}{sentence[1:]}."
 
 
 def caption_prompt(rng: random.Random) -> str:

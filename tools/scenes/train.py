@@ -29,8 +29,10 @@ from .generator import COLOURS, SHAPES, Scene, caption_prompt
 from .model import IMAGE_SIZE, IMAGE_TOKENS, OWNER_SLOTS, PATCH, build, llava_config
 
 # Token ids 0..BASE_VOCAB-1 are learned pieces (with the Llama-2 specials and byte fallback);
-# `<image>` and `<pad>` follow.
-BASE_VOCAB = 420
+# `<image>` and `<pad>` follow. 542 holds every piece BPE finds in the scene texts, so every word an
+# answer can start with is one token: with fewer, "yes" and "yellow" began with the same piece, and
+# "no", "purple" and the digits with a bare "▁", which left the first answer token saying nothing.
+BASE_VOCAB = 542
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -57,24 +59,44 @@ def tokenizer_corpus(seed: int, scenes: int = 3000) -> list[str]:
     return corpus
 
 
-def encode(tokenizer, example, image_token_id: int, thin: bool) -> tuple[list[int], list[int], list[int], list[float]]:
-    """Token ids with the image placeholder expanded to its image tokens (all IMAGE_TOKENS, or the
-    example's `image_keep` ones when `thin`), labels (-100 where no loss applies), position ids
-    (a thinned image keeps its tokens' own positions, so text after it sits where it always does)
-    and loss weights: one over its answer's token count, so that every answer weighs the same. A
-    caption is many tokens and a one-word answer two; weighted by token, captions would take most
-    of the gradient, and the short answers that need the image most would take little."""
+# Grounding heads of the language model (0-based layers; the first GROUNDING_HEADS heads): a
+# question's answer is read at QUESTION_LAYER, a caption's next object found at CAPTION_LAYER, late
+# enough for the layers between to bring in the object named just before.
+QUESTION_LAYER = 2
+CAPTION_LAYER = 4
+GROUNDING_HEADS = 2
+# Kinds of grounding target per token (see encode).
+NO_FOCUS, QUESTION_FOCUS, COUNTING_FOCUS, CAPTION_FOCUS = range(4)
+
+
+def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.ndarray]:
+    """One conversation as the language model sees it:
+
+    - ids, with the image placeholder expanded to its image tokens (all IMAGE_TOKENS, or the
+      example's `image_keep` ones when `thin`);
+    - labels (-100 where no loss applies);
+    - positions: a thinned image keeps its tokens' own positions, so text after it sits where it
+      always does;
+    - weights: one over its answer's token count, so that every answer weighs the same. A caption
+      is many tokens and a one-word answer two; weighted by token, captions would take most of the
+      gradient, and the short answers that need the image most would take little;
+    - the grounding targets: each token's owner and centre owner (image tokens only), and, at the
+      token that predicts a word of an answer, what the grounding heads should attend to
+      (focus_kind, and per head the owners, focus_owners)."""
     encoding = tokenizer(example.text, return_offsets_mapping=True)
     kept = np.flatnonzero(example.image_keep) if thin else np.arange(IMAGE_TOKENS)
-    ids, labels, positions, answers = [], [], [], []
+    ids, labels, positions, answers, owners, centres, spans = [], [], [], [], [], [], []
     images, position = 0, 0
-    for token, (start, _) in zip(encoding["input_ids"], encoding["offset_mapping"]):
+    for token, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"]):
         if token == image_token_id:
             images += 1
             ids.extend([image_token_id] * len(kept))
             labels.extend([-100] * len(kept))
             answers.extend([-1] * len(kept))
             positions.extend((position + kept).tolist())
+            owners.extend(example.patch_owners[kept].tolist())
+            centres.extend(example.centre_owners[kept].tolist())
+            spans.extend([(0, 0)] * len(kept))
             position += IMAGE_TOKENS
             continue
         ids.append(token)
@@ -83,27 +105,49 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> tuple[list[in
         answer = next((i for i, (lo, hi) in enumerate(example.answer_spans) if lo <= start < hi), -1)
         labels.append(token if answer >= 0 else -100)
         answers.append(answer)
+        owners.append(0)
+        centres.append(0)
+        spans.append((start, end))
     if images != 1:
         raise RuntimeError("a training conversation must hold exactly one image")
     sizes = {a: answers.count(a) for a in set(answers)}
-    weights = [1.0 / sizes[a] if a >= 0 else 0.0 for a in answers]
-    return ids, labels, positions, weights
+    focus_kind = np.zeros(len(ids), dtype=np.int64)
+    focus_owners = np.zeros((len(ids), GROUNDING_HEADS, OWNER_SLOTS), dtype=np.float32)
+    for focus in example.focus:
+        kind = CAPTION_FOCUS if focus.caption else COUNTING_FOCUS if focus.by_centre else QUESTION_FOCUS
+        heads = focus.heads * GROUNDING_HEADS if len(focus.heads) == 1 else focus.heads
+        for index in range(1, len(ids)):
+            start, end = spans[index]
+            if start < focus.end and end > focus.start:
+                # The token before predicts this one: that is where the heads look.
+                focus_kind[index - 1] = kind
+                for head, head_owners in enumerate(heads):
+                    focus_owners[index - 1, head, list(head_owners)] = 1
+    return {
+        "input_ids": np.array(ids),
+        "labels": np.array(labels),
+        "position_ids": np.array(positions),
+        "label_weights": np.array([1.0 / sizes[a] if a >= 0 else 0.0 for a in answers], dtype=np.float32),
+        "token_owners": np.array(owners),
+        "token_centres": np.array(centres),
+        "focus_kind": focus_kind,
+        "focus_owners": focus_owners,
+    }
 
 
 def collate(examples, tokenizer, image_token_id: int, pad_id: int, thin: bool = False) -> dict[str, torch.Tensor]:
     encoded = [encode(tokenizer, e, image_token_id, thin) for e in examples]
-    width = max(len(ids) for ids, *_ in encoded)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    width = max(len(e["input_ids"]) for e in encoded)
+    fill = {"input_ids": pad_id, "labels": -100}
+    sequences = {}
+    for name, first in encoded[0].items():
+        batch = np.full((len(examples), width, *first.shape[1:]), fill.get(name, 0), dtype=first.dtype)
+        for row, e in enumerate(encoded):
+            batch[row, : len(e[name])] = e[name]
+        sequences[name] = torch.from_numpy(batch)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
-    positions = torch.zeros((len(examples), width), dtype=torch.long)
-    weights = torch.zeros((len(examples), width))
-    for row, (ids, target, place, weight) in enumerate(encoded):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, : len(ids)] = torch.tensor(target)
-        mask[row, : len(ids)] = 1
-        positions[row, : len(ids)] = torch.tensor(place)
-        weights[row, : len(ids)] = torch.tensor(weight)
+    for row, e in enumerate(encoded):
+        mask[row, : len(e["input_ids"])] = 1
     # Slot 0 is "no owner"; slots without an object keep -100 (no loss).
     owner_shapes = torch.full((len(examples), OWNER_SLOTS), -100, dtype=torch.long)
     for row, e in enumerate(examples):
@@ -124,11 +168,8 @@ def collate(examples, tokenizer, image_token_id: int, pad_id: int, thin: bool = 
         "owner_shapes": owner_shapes,
         "owner_places": owner_places,
         "patch_centres": torch.from_numpy(np.stack([e.patch_centres for e in examples])),
-        "input_ids": input_ids,
-        "labels": labels,
+        **sequences,
         "attention_mask": mask,
-        "position_ids": positions,
-        "label_weights": weights,
         "image_keep": torch.from_numpy(np.stack([e.image_keep if thin else np.ones(IMAGE_TOKENS, dtype=bool) for e in examples])),
         "count": torch.tensor([e.count for e in examples]),
         "present": present,
@@ -161,9 +202,10 @@ def tower_losses(model, probe, batch) -> tuple[torch.Tensor, dict[str, float]]:
     return probe.loss(vision_features(model, batch["pixel_values"], attentions=True), batch)
 
 
-def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """LM loss over answer tokens (each answer weighing the same) and the answer-token accuracy,
-    with the (frozen) tower run without gradients.
+def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """LM loss over answer tokens (each answer weighing the same), the grounding loss of the
+    grounding heads, and scores: answer-token accuracy and the grounding heads' attention mass on
+    their targets, with the (frozen) tower run without gradients.
 
     The same computation as LlavaForConditionalGeneration.forward, spelled out so the tower can
     run outside autograd and a thinned image feeds only its kept tokens, at their own positions.
@@ -175,16 +217,50 @@ def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, to
     embeds = inner.language_model.embed_tokens(batch["input_ids"])
     slots = (batch["input_ids"] == image_token_id).unsqueeze(-1)
     embeds = embeds.masked_scatter(slots, features.to(embeds.dtype))
-    hidden = inner.language_model(
-        inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
-    ).last_hidden_state
+    output = inner.language_model(
+        inputs_embeds=embeds,
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        output_attentions=True,
+    )
     targets = batch["labels"][:, 1:]
     learned = targets != -100
-    logits = model.lm_head(hidden[:, :-1][learned])
+    logits = model.lm_head(output.last_hidden_state[:, :-1][learned])
     weights = batch["label_weights"][:, 1:][learned]
     lm_loss = (F.cross_entropy(logits, targets[learned], reduction="none") * weights).sum() / weights.sum()
-    accuracy = (logits.argmax(-1) == targets[learned]).float().mean()
-    return lm_loss, accuracy
+    question_loss, question_mass = grounding_loss(output.attentions[QUESTION_LAYER], batch, (QUESTION_FOCUS, COUNTING_FOCUS))
+    caption_loss, caption_mass = grounding_loss(output.attentions[CAPTION_LAYER], batch, (CAPTION_FOCUS,))
+    scores = {
+        "answer-token acc": (logits.argmax(-1) == targets[learned]).float().mean().item(),
+        "question focus": question_mass,
+        "caption focus": caption_mass,
+    }
+    return lm_loss, question_loss + caption_loss, scores
+
+
+def grounding_loss(attention: torch.Tensor, batch, kinds: tuple[int, ...]) -> tuple[torch.Tensor, float]:
+    """Cross-entropy of the grounding heads' attention (B, heads, T, T) against their targets at the
+    tokens whose focus kind is one of `kinds`: uniform over the target owners' image tokens, or, when
+    counting, over their centre tokens and the first token. Teaching the look-up directly is what
+    lets a small language model trained on a CPU find "the triangle" among 576 image tokens; from
+    the answers alone it kept answering from the question. Returns the loss and the mass the heads
+    put on their targets."""
+    rows, columns = torch.nonzero(torch.isin(batch["focus_kind"], torch.tensor(kinds, device=attention.device)), as_tuple=True)
+    if rows.numel() == 0:
+        return attention.new_zeros(()), float("nan")
+    counting = batch["focus_kind"][rows, columns] == COUNTING_FOCUS
+    owners = torch.where(counting.unsqueeze(-1), batch["token_centres"][rows], batch["token_owners"][rows])  # (N, T)
+    heads = batch["focus_owners"][rows, columns]  # (N, heads, slots); slot 0 ("no owner") is never a target
+    target = heads.gather(2, owners.unsqueeze(1).expand(-1, GROUNDING_HEADS, -1))  # (N, heads, T)
+    target[:, :, 0] += counting.unsqueeze(-1).to(target.dtype)  # the first token, when counting
+    probabilities = attention[rows, :GROUNDING_HEADS, columns]  # (N, heads, T)
+    total = target.sum(-1)
+    valid = total > 0
+    target = target[valid] / total[valid].unsqueeze(-1)
+    probabilities = probabilities[valid]
+    loss = -(target * probabilities.clamp(min=1e-9).log()).sum(-1).mean()
+    mass = (probabilities * (target > 0)).sum(-1).mean().item()
+    return loss, mass
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
@@ -228,6 +304,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=60)
+    parser.add_argument("--grounding", type=float, default=1.0, help="weight of the language model's grounding loss")
     parser.add_argument("--tower-steps", type=int, default=700, help="probe-only steps of the vision tower")
     parser.add_argument("--tower-batch", type=int, default=32)
     parser.add_argument("--tower-lr", type=float, default=3e-3)
@@ -296,20 +373,23 @@ def main() -> None:
     tower.requires_grad_(False)
     tower.eval()
     tower.set_attn_implementation("sdpa")  # no attention weights needed from here on
+    # The grounding loss reads the language model's attention weights, which only eager returns.
+    model.model.language_model.set_attn_implementation("eager")
     language_parameters = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(language_parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
     first_language_scene = args.tower_steps * args.tower_batch
     for step, batch in enumerate(batches(first_language_scene, args.batch, args.steps, thin=True)):
         set_learning_rate(optimiser, learning_rate(step, args.steps, args.lr, args.warmup))
-        lm_loss, accuracy = language_losses(model, batch, image_token_id)
+        lm_loss, focus_loss, scores = language_losses(model, batch, image_token_id)
         optimiser.zero_grad(set_to_none=True)
-        lm_loss.backward()
+        (lm_loss + args.grounding * focus_loss).backward()
         torch.nn.utils.clip_grad_norm_(language_parameters, 1.0)
         optimiser.step()
         if step % args.log_every == 0 or step == args.steps - 1:
             print(
-                f"language {step:5d}  lm {lm_loss.item():.4f}  answer-token acc {accuracy.item():.3f}"
-                f"  lr {optimiser.param_groups[0]['lr']:.2e}  {elapsed()}",
+                f"language {step:5d}  lm {lm_loss.item():.4f}  grounding {focus_loss.item():.4f}  "
+                + "  ".join(f"{k} {v:.3f}" for k, v in scores.items())
+                + f"  lr {optimiser.param_groups[0]['lr']:.2e}  {elapsed()}",
                 flush=True,
             )
         if (step + 1) % args.save_every == 0 or step == args.steps - 1:
