@@ -40,18 +40,20 @@ class Example:
     owner_places: list[tuple[float, float]]  # centre of owner 1, 2, ... as a share of the image side
     image_keep: np.ndarray  # (576,) bool: the image tokens the language model sees when thinned
     centre_owners: np.ndarray  # (576,) the owner whose centre lies in the patch, else 0
-    focus: list[Focus]  # where the language model is taught to look while saying each answer
+    focus: list[Focus]  # where the language model is taught to look, and from which tokens
 
 
 @dataclass(frozen=True)
 class Focus:
-    """Characters of an answer and what the grounding heads attend to while predicting them: per
-    head, a set of owners (see generator.Question.focus); `caption` names the heads of a later
-    layer (a caption's next object depends on the one before, found by the earlier layer)."""
+    """Characters of the conversation and the owners the grounding heads attend to there.
+
+    A question's Focus is a phrase naming objects (generator.Pointer): its last token looks at them.
+    A caption's is a phrase naming the next object: the tokens that predict the phrase look at it,
+    in a later layer, because which object comes next depends on the one named before."""
 
     start: int
     end: int
-    heads: tuple[tuple[int, ...], ...]
+    owners: tuple[int, ...]
     by_centre: bool
     caption: bool
 
@@ -87,8 +89,8 @@ def training_example(seed: int) -> Example:
         answer_start = start + 1  # after the space that opens every answer
         if question is None:
             focus.extend(caption_focus(scene, text, answer_start))
-        elif question.focus:
-            focus.append(Focus(answer_start, answer_start + len(question.answer), question.focus, question.by_centre, False))
+        else:
+            focus.extend(question_focus(question, text, start))
     patch_colours, patch_owners, patch_centres, owner_shapes = scene.patch_labels()
     centre_owners = np.zeros(patch_owners.shape, dtype=np.int64)
     for index, obj in enumerate(scene.objects):
@@ -111,6 +113,16 @@ def training_example(seed: int) -> Example:
     )
 
 
+def question_focus(question, text: str, end: int) -> list[Focus]:
+    """One Focus per pointer of the question whose turn ends at `text[end]`."""
+    focus, cursor = [], text.rindex(question.text, 0, end)
+    for pointer in question.pointers:
+        at = text.index(pointer.phrase, cursor)
+        cursor = at + len(pointer.phrase)
+        focus.append(Focus(at, cursor, pointer.owners, pointer.by_centre, False))
+    return focus
+
+
 def caption_focus(scene: Scene, text: str, start: int) -> list[Focus]:
     """One Focus per phrase of the caption that begins at `text[start]`: the phrase's object."""
     focus, cursor = [], start
@@ -118,7 +130,7 @@ def caption_focus(scene: Scene, text: str, start: int) -> list[Focus]:
     for phrase, owner in scene.caption_parts():
         at = lowered.index(phrase.lower(), cursor)
         cursor = at + len(phrase)
-        focus.append(Focus(at, cursor, ((owner,),), False, True))
+        focus.append(Focus(at, cursor, (owner,), False, True))
     return focus
 
 

@@ -186,7 +186,7 @@ class Scene:
         obj = rng.choice(unique)
         spelling = rng.choice(["colour", "color"])
         text = rng.choice([f"What {spelling} is the {obj.shape}?", f"Which {spelling} is the {obj.shape}?"])
-        return Question("colour", text, obj.colour, [obj.colour], focus=(self._owners(obj),))
+        return Question("colour", text, obj.colour, [obj.colour], (Pointer(obj.shape, self._owners(obj)),))
 
     def _shape_question(self, rng: random.Random) -> Question | None:
         unique = [o for o in self.objects if sum(p.colour == o.colour for p in self.objects) == 1]
@@ -194,22 +194,23 @@ class Scene:
             return None
         obj = rng.choice(unique)
         text = rng.choice([f"What shape is the {obj.colour} object?", f"Which shape is {obj.colour}?"])
-        return Question("shape", text, obj.shape, [obj.shape], focus=(self._owners(obj),))
+        return Question("shape", text, obj.shape, [obj.shape], (Pointer(obj.colour, self._owners(obj)),))
 
     def _count_question(self, rng: random.Random) -> Question:
         target = rng.choice(["all", "colour", "shape"])
         if target == "all":
-            counted, text = list(self.objects), "How many objects are there?"
+            counted, text, phrase = list(self.objects), "How many objects are there?", "objects"
         elif target == "colour":
             colour = rng.choice([o.colour for o in self.objects] + list(COLOURS))
             counted = [o for o in self.objects if o.colour == colour]
-            text = f"How many {colour} objects are there?"
+            text, phrase = f"How many {colour} objects are there?", f"{colour} objects"
         else:
             shape = rng.choice([o.shape for o in self.objects] + SHAPES)
             counted = [o for o in self.objects if o.shape == shape]
-            text = f"How many {shape}s are there?"
+            text, phrase = f"How many {shape}s are there?", f"{shape}s"
         count = len(counted)
-        return Question("count", text, str(count), [str(count), NUMBER_WORDS[count]], (self._owners(*counted),), True)
+        pointer = Pointer(phrase, self._owners(*counted), by_centre=True)
+        return Question("count", text, str(count), [str(count), NUMBER_WORDS[count]], (pointer,))
 
     def _existence_question(self, rng: random.Random) -> Question:
         present = {o.name for o in self.objects}
@@ -222,8 +223,8 @@ class Scene:
             absent = [n for n in candidates if n not in present]
             name = rng.choice(absent)
         answer = "yes" if name in present else "no"
-        named = [o for o in self.objects if o.name == name]
-        return Question("exists", f"Is there {_with_article(name)}?", answer, [answer], (self._owners(*named),), True)
+        pointer = Pointer(name, self._owners(*[o for o in self.objects if o.name == name]), by_centre=True)
+        return Question("exists", f"Is there {_with_article(name)}?", answer, [answer], (pointer,))
 
     def _relation_question(self, rng: random.Random) -> Question | None:
         named = [o for o in self.objects if sum(p.name == o.name for p in self.objects) == 1]
@@ -246,15 +247,16 @@ class Scene:
             "below": a.y > b.y,
         }[relation]
         answer = "yes" if truth else "no"
-        return Question(
-            "relation", f"Is the {a.name} {relation} the {b.name}?", answer, [answer], (self._owners(a), self._owners(b))
-        )
+        pointers = (Pointer(a.name, self._owners(a)), Pointer(b.name, self._owners(b)))
+        return Question("relation", f"Is the {a.name} {relation} the {b.name}?", answer, [answer], pointers)
 
     def _glyph_question(self, rng: random.Random) -> Question | None:
         if self.glyph is None:
             return None
         text = rng.choice(["What letter is written?", "What is written in the image?", "Which character is shown?"])
-        return Question("text", text, self.glyph.text, [self.glyph.text.lower()], ((self.glyph_owner,),))
+        # The question's last word ("written", "image", "shown") stands for the glyph.
+        pointer = Pointer(text.rstrip("?").split(" ")[-1], (self.glyph_owner,))
+        return Question("text", text, self.glyph.text, [self.glyph.text.lower()], (pointer,))
 
     def _owners(self, *objects: SceneObject) -> tuple[int, ...]:
         """The owner numbers (as in `patch_labels`) of these objects."""
@@ -271,11 +273,19 @@ class Question:
     text: str
     answer: str  # what the model is trained to say
     accepted: list[str]
-    # Where the answer is to be read, for the language model's grounding loss: per attention head,
-    # the owners (as in `patch_labels`) it should attend to. `by_centre`: attend to each owner's
-    # centre patch and to the first token equally, so the head's output tells how many there are
-    # (none: the first token alone).
-    focus: tuple[tuple[int, ...], ...] = ()
+    # The phrases of `text` that name what the answer is about, in order (for the grounding loss).
+    pointers: tuple[Pointer, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """A phrase of a question and the owners (as in `patch_labels`) it names: the language model is
+    taught to look at them from the phrase's last token. `by_centre`: at each owner's centre patch
+    and at the first token equally, so what the look brings back tells how many there are (none:
+    the first token alone)."""
+
+    phrase: str
+    owners: tuple[int, ...]
     by_centre: bool = False
 
 

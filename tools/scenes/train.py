@@ -59,14 +59,16 @@ def tokenizer_corpus(seed: int, scenes: int = 3000) -> list[str]:
     return corpus
 
 
-# Grounding heads of the language model (0-based layers; the first GROUNDING_HEADS heads): a
-# question's answer is read at QUESTION_LAYER, a caption's next object found at CAPTION_LAYER, late
-# enough for the layers between to bring in the object named just before.
-QUESTION_LAYER = 2
+# Grounding heads of the language model (0-based layers; the first GROUNDING_HEADS heads). A
+# question's phrase naming objects ("the red star") looks them up at POINTER_LAYER, from its own
+# last token: the second layer, so the first can bring a word's neighbours into it. The answer then
+# only has to read that token. A caption's next object is found at CAPTION_LAYER, late enough for
+# the layers between to bring in the object named just before.
+POINTER_LAYER = 1
 CAPTION_LAYER = 4
 GROUNDING_HEADS = 2
 # Kinds of grounding target per token (see encode).
-NO_FOCUS, QUESTION_FOCUS, COUNTING_FOCUS, CAPTION_FOCUS = range(4)
+NO_FOCUS, POINTER_FOCUS, COUNTING_FOCUS, CAPTION_FOCUS = range(4)
 
 
 def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.ndarray]:
@@ -80,9 +82,10 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
     - weights: one over its answer's token count, so that every answer weighs the same. A caption
       is many tokens and a one-word answer two; weighted by token, captions would take most of the
       gradient, and the short answers that need the image most would take little;
-    - the grounding targets: each token's owner and centre owner (image tokens only), and, at the
-      token that predicts a word of an answer, what the grounding heads should attend to
-      (focus_kind, and per head the owners, focus_owners)."""
+    - the grounding targets: each token's owner and centre owner (image tokens only), and where the
+      grounding heads look from a token, what they should attend to (focus_kind, and the owners,
+      focus_owners): from the last token of a question's pointer phrase, and from each token that
+      predicts a word of a caption's object phrase."""
     encoding = tokenizer(example.text, return_offsets_mapping=True)
     kept = np.flatnonzero(example.image_keep) if thin else np.arange(IMAGE_TOKENS)
     ids, labels, positions, answers, owners, centres, spans = [], [], [], [], [], [], []
@@ -112,17 +115,14 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
         raise RuntimeError("a training conversation must hold exactly one image")
     sizes = {a: answers.count(a) for a in set(answers)}
     focus_kind = np.zeros(len(ids), dtype=np.int64)
-    focus_owners = np.zeros((len(ids), GROUNDING_HEADS, OWNER_SLOTS), dtype=np.float32)
+    focus_owners = np.zeros((len(ids), OWNER_SLOTS), dtype=np.float32)
     for focus in example.focus:
-        kind = CAPTION_FOCUS if focus.caption else COUNTING_FOCUS if focus.by_centre else QUESTION_FOCUS
-        heads = focus.heads * GROUNDING_HEADS if len(focus.heads) == 1 else focus.heads
-        for index in range(1, len(ids)):
-            start, end = spans[index]
-            if start < focus.end and end > focus.start:
-                # The token before predicts this one: that is where the heads look.
-                focus_kind[index - 1] = kind
-                for head, head_owners in enumerate(heads):
-                    focus_owners[index - 1, head, list(head_owners)] = 1
+        inside = [i for i in range(1, len(ids)) if spans[i][0] < focus.end and spans[i][1] > focus.start]
+        # A caption's tokens are predicted by the token before each; a pointer looks from its last.
+        looking = [i - 1 for i in inside] if focus.caption else inside[-1:]
+        focus_kind[looking] = CAPTION_FOCUS if focus.caption else COUNTING_FOCUS if focus.by_centre else POINTER_FOCUS
+        for index in looking:
+            focus_owners[index, list(focus.owners)] = 1
     return {
         "input_ids": np.array(ids),
         "labels": np.array(labels),
@@ -228,7 +228,7 @@ def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, to
     logits = model.lm_head(output.last_hidden_state[:, :-1][learned])
     weights = batch["label_weights"][:, 1:][learned]
     lm_loss = (F.cross_entropy(logits, targets[learned], reduction="none") * weights).sum() / weights.sum()
-    question_loss, question_mass = grounding_loss(output.attentions[QUESTION_LAYER], batch, (QUESTION_FOCUS, COUNTING_FOCUS))
+    question_loss, question_mass = grounding_loss(output.attentions[POINTER_LAYER], batch, (POINTER_FOCUS, COUNTING_FOCUS))
     caption_loss, caption_mass = grounding_loss(output.attentions[CAPTION_LAYER], batch, (CAPTION_FOCUS,))
     scores = {
         "answer-token acc": (logits.argmax(-1) == targets[learned]).float().mean().item(),
@@ -250,9 +250,10 @@ def grounding_loss(attention: torch.Tensor, batch, kinds: tuple[int, ...]) -> tu
         return attention.new_zeros(()), float("nan")
     counting = batch["focus_kind"][rows, columns] == COUNTING_FOCUS
     owners = torch.where(counting.unsqueeze(-1), batch["token_centres"][rows], batch["token_owners"][rows])  # (N, T)
-    heads = batch["focus_owners"][rows, columns]  # (N, heads, slots); slot 0 ("no owner") is never a target
-    target = heads.gather(2, owners.unsqueeze(1).expand(-1, GROUNDING_HEADS, -1))  # (N, heads, T)
-    target[:, :, 0] += counting.unsqueeze(-1).to(target.dtype)  # the first token, when counting
+    wanted = batch["focus_owners"][rows, columns]  # (N, slots); slot 0 ("no owner") is never a target
+    target = wanted.gather(1, owners)  # (N, T)
+    target[:, 0] += counting.to(target.dtype)  # the first token, when counting
+    target = target.unsqueeze(1).expand(-1, GROUNDING_HEADS, -1)  # the same for every grounding head
     probabilities = attention[rows, :GROUNDING_HEADS, columns]  # (N, heads, T)
     total = target.sum(-1)
     valid = total > 0
