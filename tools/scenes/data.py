@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .generator import GRID, PATCH, SIZE, Scene, caption_prompt
+from .generator import COLOURS, GRID, PATCH, SIZE, Scene, caption_prompt
 
 # CLIP's normalisation, which the exported preprocessor_config.json declares too.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -56,6 +56,11 @@ class Focus:
     owners: tuple[int, ...]
     by_centre: bool
     caption: bool
+    # What a question's pointer token should know once it has looked (model.PointerReadout):
+    # the object's colour and shape class (as in `patch_labels`), or the count; -100 where none.
+    colour: int = -100
+    shape: int = -100
+    count: int = -100
 
 
 def conversation(turns: list[tuple[str, str]]) -> tuple[str, list[tuple[int, int]]]:
@@ -84,14 +89,14 @@ def training_example(seed: int) -> Example:
         turns.insert(caption_turn, (caption_prompt(rng), scene.caption()))
         asked.insert(caption_turn, None)
     text, spans = conversation(turns)
+    patch_colours, patch_owners, patch_centres, owner_shapes = scene.patch_labels()
     focus = []
     for question, (start, _) in zip(asked, spans):
         answer_start = start + 1  # after the space that opens every answer
         if question is None:
             focus.extend(caption_focus(scene, text, answer_start))
         else:
-            focus.extend(question_focus(question, text, start))
-    patch_colours, patch_owners, patch_centres, owner_shapes = scene.patch_labels()
+            focus.extend(question_focus(scene, owner_shapes, question, text, start))
     centre_owners = np.zeros(patch_owners.shape, dtype=np.int64)
     for index, obj in enumerate(scene.objects):
         centre_owners[int(obj.y) // PATCH * GRID + int(obj.x) // PATCH] = index + 1
@@ -113,13 +118,19 @@ def training_example(seed: int) -> Example:
     )
 
 
-def question_focus(question, text: str, end: int) -> list[Focus]:
+def question_focus(scene: Scene, owner_shapes: list[int], question, text: str, end: int) -> list[Focus]:
     """One Focus per pointer of the question whose turn ends at `text[end]`."""
     focus, cursor = [], text.rindex(question.text, 0, end)
     for pointer in question.pointers:
         at = text.index(pointer.phrase, cursor)
         cursor = at + len(pointer.phrase)
-        focus.append(Focus(at, cursor, pointer.owners, pointer.by_centre, False))
+        if pointer.by_centre:
+            known = {"count": len(pointer.owners)}
+        else:
+            (owner,) = pointer.owners
+            colour = list(COLOURS).index(scene.objects[owner - 1].colour) if owner <= len(scene.objects) else -100
+            known = {"colour": colour, "shape": owner_shapes[owner - 1]}
+        focus.append(Focus(at, cursor, pointer.owners, pointer.by_centre, False, **known))
     return focus
 
 

@@ -176,6 +176,34 @@ class SceneProbe(nn.Module):
         }
 
 
+class PointerReadout(nn.Module):
+    """Training-only probe on the language model; not exported.
+
+    Read from the residual stream of a question's pointer token right after the grounding layer:
+    the named object's colour and shape (or character), or, for a counting pointer, how many there
+    are. The grounding loss teaches where to look; this teaches the look to bring back what the
+    answer needs (through the values of the image tokens), which the answers alone taught too slowly.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.colour = nn.Linear(width, len(COLOURS))
+        self.shape = nn.Linear(width, len(SHAPES) + len(GLYPHS))
+        self.count = nn.Linear(width, MAX_OBJECTS + 1)
+
+    def loss(self, hidden: torch.Tensor, batch: dict) -> tuple[torch.Tensor, float]:
+        """Summed cross-entropies over the pointer tokens, and the share of their targets hit."""
+        total, hits, targets = hidden.new_zeros(()), 0, 0
+        for head, name in ((self.colour, "pointer_colour"), (self.shape, "pointer_shape"), (self.count, "pointer_count")):
+            wanted = batch[name] >= 0
+            if wanted.any():
+                logits = head(hidden[wanted])
+                total = total + F.cross_entropy(logits, batch[name][wanted])
+                hits += (logits.argmax(-1) == batch[name][wanted]).sum().item()
+                targets += int(wanted.sum())
+        return total, hits / max(1, targets)
+
+
 def build(config: LlavaConfig, seed: int) -> tuple[LlavaForConditionalGeneration, SceneProbe]:
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)

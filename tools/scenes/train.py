@@ -26,7 +26,7 @@ from fixturegen.tokenizer import build_llama_tokenizer
 
 from .data import CLIP_MEAN, CLIP_STD, IMAGE_PLACEHOLDER, training_example
 from .generator import COLOURS, SHAPES, Scene, caption_prompt
-from .model import IMAGE_SIZE, IMAGE_TOKENS, OWNER_SLOTS, PATCH, build, llava_config
+from .model import IMAGE_SIZE, IMAGE_TOKENS, OWNER_SLOTS, PATCH, PointerReadout, build, llava_config
 
 # Token ids 0..BASE_VOCAB-1 are learned pieces (with the Llama-2 specials and byte fallback);
 # `<image>` and `<pad>` follow. 542 holds every piece BPE finds in the scene texts, so every word an
@@ -85,7 +85,8 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
     - the grounding targets: each token's owner and centre owner (image tokens only), and where the
       grounding heads look from a token, what they should attend to (focus_kind, and the owners,
       focus_owners): from the last token of a question's pointer phrase, and from each token that
-      predicts a word of a caption's object phrase."""
+      predicts a word of a caption's object phrase; and what a pointer token should know once it
+      has looked (pointer_colour, pointer_shape, pointer_count; -100 elsewhere)."""
     encoding = tokenizer(example.text, return_offsets_mapping=True)
     kept = np.flatnonzero(example.image_keep) if thin else np.arange(IMAGE_TOKENS)
     ids, labels, positions, answers, owners, centres, spans = [], [], [], [], [], [], []
@@ -116,6 +117,7 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
     sizes = {a: answers.count(a) for a in set(answers)}
     focus_kind = np.zeros(len(ids), dtype=np.int64)
     focus_owners = np.zeros((len(ids), OWNER_SLOTS), dtype=np.float32)
+    readout = {name: np.full(len(ids), -100, dtype=np.int64) for name in ("pointer_colour", "pointer_shape", "pointer_count")}
     for focus in example.focus:
         inside = [i for i in range(1, len(ids)) if spans[i][0] < focus.end and spans[i][1] > focus.start]
         # A caption's tokens are predicted by the token before each; a pointer looks from its last.
@@ -123,6 +125,10 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
         focus_kind[looking] = CAPTION_FOCUS if focus.caption else COUNTING_FOCUS if focus.by_centre else POINTER_FOCUS
         for index in looking:
             focus_owners[index, list(focus.owners)] = 1
+        if not focus.caption:
+            readout["pointer_colour"][looking] = focus.colour
+            readout["pointer_shape"][looking] = focus.shape
+            readout["pointer_count"][looking] = focus.count
     return {
         "input_ids": np.array(ids),
         "labels": np.array(labels),
@@ -132,13 +138,14 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
         "token_centres": np.array(centres),
         "focus_kind": focus_kind,
         "focus_owners": focus_owners,
+        **readout,
     }
 
 
 def collate(examples, tokenizer, image_token_id: int, pad_id: int, thin: bool = False) -> dict[str, torch.Tensor]:
     encoded = [encode(tokenizer, e, image_token_id, thin) for e in examples]
     width = max(len(e["input_ids"]) for e in encoded)
-    fill = {"input_ids": pad_id, "labels": -100}
+    fill = {"input_ids": pad_id, "labels": -100, "pointer_colour": -100, "pointer_shape": -100, "pointer_count": -100}
     sequences = {}
     for name, first in encoded[0].items():
         batch = np.full((len(examples), width, *first.shape[1:]), fill.get(name, 0), dtype=first.dtype)
@@ -202,10 +209,11 @@ def tower_losses(model, probe, batch) -> tuple[torch.Tensor, dict[str, float]]:
     return probe.loss(vision_features(model, batch["pixel_values"], attentions=True), batch)
 
 
-def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """LM loss over answer tokens (each answer weighing the same), the grounding loss of the
-    grounding heads, and scores: answer-token accuracy and the grounding heads' attention mass on
-    their targets, with the (frozen) tower run without gradients.
+def language_losses(model, readout, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """LM loss over answer tokens (each answer weighing the same), the grounding loss (the grounding
+    heads' attention, plus what the pointer tokens read: model.PointerReadout), and scores:
+    answer-token accuracy, the grounding heads' attention mass on their targets and the readout's
+    hits, with the (frozen) tower run without gradients.
 
     The same computation as LlavaForConditionalGeneration.forward, spelled out so the tower can
     run outside autograd and a thinned image feeds only its kept tokens, at their own positions.
@@ -222,6 +230,7 @@ def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, to
         attention_mask=batch["attention_mask"],
         position_ids=batch["position_ids"],
         output_attentions=True,
+        output_hidden_states=True,
     )
     targets = batch["labels"][:, 1:]
     learned = targets != -100
@@ -230,12 +239,15 @@ def language_losses(model, batch, image_token_id: int) -> tuple[torch.Tensor, to
     lm_loss = (F.cross_entropy(logits, targets[learned], reduction="none") * weights).sum() / weights.sum()
     question_loss, question_mass = grounding_loss(output.attentions[POINTER_LAYER], batch, (POINTER_FOCUS, COUNTING_FOCUS))
     caption_loss, caption_mass = grounding_loss(output.attentions[CAPTION_LAYER], batch, (CAPTION_FOCUS,))
+    # hidden_states[0] is the embeddings: the pointer layer's output is one further on.
+    readout_loss, readout_hits = readout.loss(output.hidden_states[POINTER_LAYER + 1], batch)
     scores = {
         "answer-token acc": (logits.argmax(-1) == targets[learned]).float().mean().item(),
         "question focus": question_mass,
         "caption focus": caption_mass,
+        "readout": readout_hits,
     }
-    return lm_loss, question_loss + caption_loss, scores
+    return lm_loss, question_loss + caption_loss + readout_loss, scores
 
 
 def grounding_loss(attention: torch.Tensor, batch, kinds: tuple[int, ...]) -> tuple[torch.Tensor, float]:
@@ -376,12 +388,13 @@ def main() -> None:
     tower.set_attn_implementation("sdpa")  # no attention weights needed from here on
     # The grounding loss reads the language model's attention weights, which only eager returns.
     model.model.language_model.set_attn_implementation("eager")
-    language_parameters = [p for p in model.parameters() if p.requires_grad]
+    readout = PointerReadout(config.text_config.hidden_size).to(args.device)
+    language_parameters = [p for p in model.parameters() if p.requires_grad] + list(readout.parameters())
     optimiser = torch.optim.AdamW(language_parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
     first_language_scene = args.tower_steps * args.tower_batch
     for step, batch in enumerate(batches(first_language_scene, args.batch, args.steps, thin=True)):
         set_learning_rate(optimiser, learning_rate(step, args.steps, args.lr, args.warmup))
-        lm_loss, focus_loss, scores = language_losses(model, batch, image_token_id)
+        lm_loss, focus_loss, scores = language_losses(model, readout, batch, image_token_id)
         optimiser.zero_grad(set_to_none=True)
         (lm_loss + args.grounding * focus_loss).backward()
         torch.nn.utils.clip_grad_norm_(language_parameters, 1.0)
