@@ -3,7 +3,7 @@
 The vision tower keeps LLaVA-1.5's geometry (336 px, patch 14: 576 image tokens, a CLS token, the
 penultimate layer's patch features), so token budgets such as 192 / 128 / 64 mean what they mean
 for LLaVA-1.5-7B. Everything else is small: a 4-layer, 64-wide tower, a 2-layer GELU projector, and
-a 6-layer, 96-wide Llama with multi-query attention over a ~420-token vocabulary.
+a 6-layer, 128-wide Llama with four heads over a ~540-token vocabulary.
 """
 
 from __future__ import annotations
@@ -43,15 +43,20 @@ def llava_config(vocab_size: int, image_token_id: int, pad_token_id: int) -> Lla
     )
     text = LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=96,
-        intermediate_size=256,
+        hidden_size=128,
+        intermediate_size=384,
         num_hidden_layers=6,
-        num_attention_heads=3,
-        num_key_value_heads=1,
+        num_attention_heads=4,
+        # A key per head, and a RoPE base of 10^6: a question's words sit 600 tokens after the
+        # image patches they look up, and only the rotary dimensions that barely turn over such a
+        # distance can match content there. With one shared key and base 10^4 that left about
+        # eight dimensions, and the grounding heads told "the object" from the background but not
+        # one object from another.
+        num_key_value_heads=4,
         head_dim=32,
         max_position_embeddings=2048,
         rms_norm_eps=1e-5,
-        rope_theta=10000.0,
+        rope_theta=1000000.0,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=pad_token_id,
