@@ -115,7 +115,7 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
     if images != 1:
         raise RuntimeError("a training conversation must hold exactly one image")
     sizes = {a: answers.count(a) for a in set(answers)}
-    focus_kind = np.zeros(len(ids), dtype=np.int64)
+    focus_kind = np.full(len(ids), NO_FOCUS, dtype=np.int64)
     focus_owners = np.zeros((len(ids), OWNER_SLOTS), dtype=np.float32)
     readout = {name: np.full(len(ids), -100, dtype=np.int64) for name in ("pointer_colour", "pointer_shape", "pointer_count")}
     for focus in example.focus:
@@ -318,6 +318,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=60)
     parser.add_argument("--grounding", type=float, default=1.0, help="weight of the language model's grounding loss")
+    parser.add_argument(
+        "--grounding-lr-scale", type=float, default=5.0, help="learning-rate factor of the grounding layers' queries and keys"
+    )
     parser.add_argument("--tower-steps", type=int, default=700, help="probe-only steps of the vision tower")
     parser.add_argument("--tower-batch", type=int, default=32)
     parser.add_argument("--tower-lr", type=float, default=3e-3)
@@ -392,7 +395,21 @@ def main() -> None:
     calibrate_projector(model, next(iter(batches(0, args.batch, 1, thin=False))))
     readout = PointerReadout(config.text_config.hidden_size).to(args.device)
     language_parameters = [p for p in model.parameters() if p.requires_grad] + list(readout.parameters())
-    optimiser = torch.optim.AdamW(language_parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
+    # The grounding layers' queries and keys learn at a higher rate: fitted alone on the same
+    # features, a query/key pair finds the named object within a few hundred steps at 1e-2, while
+    # at the language model's rate it had not after 200.
+    looking = [
+        projection.weight
+        for layer in (POINTER_LAYER, CAPTION_LAYER)
+        for projection in (model.model.language_model.layers[layer].self_attn.q_proj, model.model.language_model.layers[layer].self_attn.k_proj)
+    ]
+    rest = [p for p in language_parameters if all(p is not q for q in looking)]
+    optimiser = torch.optim.AdamW(
+        [{"params": rest, "scale": 1.0}, {"params": looking, "scale": args.grounding_lr_scale}],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        weight_decay=0.05,
+    )
     first_language_scene = args.tower_steps * args.tower_batch
     for step, batch in enumerate(batches(first_language_scene, args.batch, args.steps, thin=True)):
         set_learning_rate(optimiser, learning_rate(step, args.steps, args.lr, args.warmup))
@@ -443,7 +460,7 @@ def calibrate_projector(model, batch) -> None:
 
 def set_learning_rate(optimiser, lr: float) -> None:
     for group in optimiser.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("scale", 1.0)
 
 
 if __name__ == "__main__":
