@@ -196,10 +196,11 @@ class PointerReadout(nn.Module):
         self.shape = nn.Linear(width, len(SHAPES) + len(GLYPHS))
         self.count = nn.Linear(width, MAX_OBJECTS + 1)
 
-    def loss(self, hidden: torch.Tensor, batch: dict) -> tuple[torch.Tensor, float]:
-        """Summed cross-entropies over the pointer tokens, and the share of their targets hit."""
+    def loss(self, hidden: torch.Tensor, batch: dict, at: str) -> tuple[torch.Tensor, float]:
+        """Summed cross-entropies over the tokens with `at`'s targets (`{at}_colour` ...), and the
+        share of those targets hit."""
         total, hits, targets = hidden.new_zeros(()), 0, 0
-        for head, name in ((self.colour, "pointer_colour"), (self.shape, "pointer_shape"), (self.count, "pointer_count")):
+        for head, name in ((self.colour, f"{at}_colour"), (self.shape, f"{at}_shape"), (self.count, f"{at}_count")):
             wanted = batch[name] >= 0
             if wanted.any():
                 logits = head(hidden[wanted])

@@ -67,6 +67,9 @@ def tokenizer_corpus(seed: int, scenes: int = 3000) -> list[str]:
 POINTER_LAYER = 1
 CAPTION_LAYER = 4
 GROUNDING_HEADS = 2
+# Where model.PointerReadout reads (the layer whose output it probes): the phrase token right after
+# it has looked, and the token that predicts the answer, which has to fetch that from the phrase.
+READOUTS = {"pointer": POINTER_LAYER, "answer": 3}
 # Kinds of grounding target per token (see encode).
 NO_FOCUS, POINTER_FOCUS, COUNTING_FOCUS, CAPTION_FOCUS = range(4)
 
@@ -117,7 +120,12 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
     sizes = {a: answers.count(a) for a in set(answers)}
     focus_kind = np.full(len(ids), NO_FOCUS, dtype=np.int64)
     focus_owners = np.zeros((len(ids), OWNER_SLOTS), dtype=np.float32)
-    readout = {name: np.full(len(ids), -100, dtype=np.int64) for name in ("pointer_colour", "pointer_shape", "pointer_count")}
+    readout = {f"{at}_{what}": np.full(len(ids), -100, dtype=np.int64) for at in READOUTS for what in ("colour", "shape", "count")}
+    answer_starts = [start for start, _ in example.answer_spans]
+    pointers_before = {}  # answer start -> the pointer foci of its question
+    for focus in example.focus:
+        if not focus.caption:
+            pointers_before.setdefault(min(a for a in answer_starts if a > focus.end), []).append(focus)
     for focus in example.focus:
         inside = [i for i in range(1, len(ids)) if spans[i][0] < focus.end and spans[i][1] > focus.start]
         # A caption's tokens are predicted by the token before each; a pointer looks from its last.
@@ -129,6 +137,12 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
             readout["pointer_colour"][looking] = focus.colour
             readout["pointer_shape"][looking] = focus.shape
             readout["pointer_count"][looking] = focus.count
+    # The token that predicts a one-pointer question's answer is asked the same, a few layers on.
+    for answer_start, foci in pointers_before.items():
+        if len(foci) == 1:
+            before = max(i for i in range(len(ids)) if spans[i][1] <= answer_start and spans[i] != (0, 0))
+            for what in ("colour", "shape", "count"):
+                readout[f"answer_{what}"][before] = getattr(foci[0], what)
     return {
         "input_ids": np.array(ids),
         "labels": np.array(labels),
@@ -145,7 +159,7 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
 def collate(examples, tokenizer, image_token_id: int, pad_id: int, thin: bool = False) -> dict[str, torch.Tensor]:
     encoded = [encode(tokenizer, e, image_token_id, thin) for e in examples]
     width = max(len(e["input_ids"]) for e in encoded)
-    fill = {"input_ids": pad_id, "labels": -100, "pointer_colour": -100, "pointer_shape": -100, "pointer_count": -100}
+    fill = {"input_ids": pad_id, "labels": -100} | {name: -100 for name in encoded[0] if name.split("_")[0] in READOUTS}
     sequences = {}
     for name, first in encoded[0].items():
         batch = np.full((len(examples), width, *first.shape[1:]), fill.get(name, 0), dtype=first.dtype)
@@ -209,7 +223,7 @@ def tower_losses(model, probe, batch) -> tuple[torch.Tensor, dict[str, float]]:
     return probe.loss(vision_features(model, batch["pixel_values"], attentions=True), batch)
 
 
-def language_losses(model, readout, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+def language_losses(model, readouts, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """LM loss over answer tokens (each answer weighing the same), the grounding loss (the grounding
     heads' attention, plus what the pointer tokens read: model.PointerReadout), and scores:
     answer-token accuracy, the grounding heads' attention mass on their targets and the readout's
@@ -239,13 +253,16 @@ def language_losses(model, readout, batch, image_token_id: int) -> tuple[torch.T
     lm_loss = (F.cross_entropy(logits, targets[learned], reduction="none") * weights).sum() / weights.sum()
     question_loss, question_mass = grounding_loss(output.attentions[POINTER_LAYER], batch, (POINTER_FOCUS, COUNTING_FOCUS))
     caption_loss, caption_mass = grounding_loss(output.attentions[CAPTION_LAYER], batch, (CAPTION_FOCUS,))
-    # hidden_states[0] is the embeddings: the pointer layer's output is one further on.
-    readout_loss, readout_hits = readout.loss(output.hidden_states[POINTER_LAYER + 1], batch)
+    # hidden_states[0] is the embeddings: a layer's output is one further on.
+    readout_loss, readout_hits = 0, {}
+    for at, layer in READOUTS.items():
+        loss, readout_hits[f"{at} readout"] = readouts[at].loss(output.hidden_states[layer + 1], batch, at)
+        readout_loss = readout_loss + loss
     scores = {
         "answer-token acc": (logits.argmax(-1) == targets[learned]).float().mean().item(),
         "question focus": question_mass,
         "caption focus": caption_mass,
-        "readout": readout_hits,
+        **readout_hits,
     }
     return lm_loss, question_loss + caption_loss + readout_loss, scores
 
@@ -393,8 +410,8 @@ def main() -> None:
     model.model.language_model.set_attn_implementation("eager")
     # Calibrated on the tower phase's first scenes (the language phase's come after them).
     calibrate_projector(model, next(iter(batches(0, args.batch, 1, thin=False))))
-    readout = PointerReadout(config.text_config.hidden_size).to(args.device)
-    language_parameters = [p for p in model.parameters() if p.requires_grad] + list(readout.parameters())
+    readouts = torch.nn.ModuleDict({at: PointerReadout(config.text_config.hidden_size) for at in READOUTS}).to(args.device)
+    language_parameters = [p for p in model.parameters() if p.requires_grad] + list(readouts.parameters())
     # The grounding layers' queries and keys learn at a higher rate: fitted alone on the same
     # features, a query/key pair finds the named object within a few hundred steps at 1e-2, while
     # at the language model's rate it had not after 200.
@@ -413,7 +430,7 @@ def main() -> None:
     first_language_scene = args.tower_steps * args.tower_batch
     for step, batch in enumerate(batches(first_language_scene, args.batch, args.steps, thin=True)):
         set_learning_rate(optimiser, learning_rate(step, args.steps, args.lr, args.warmup))
-        lm_loss, focus_loss, scores = language_losses(model, readout, batch, image_token_id)
+        lm_loss, focus_loss, scores = language_losses(model, readouts, batch, image_token_id)
         optimiser.zero_grad(set_to_none=True)
         (lm_loss + args.grounding * focus_loss).backward()
         torch.nn.utils.clip_grad_norm_(language_parameters, 1.0)
