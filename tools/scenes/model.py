@@ -188,6 +188,8 @@ class PointerReadout(nn.Module):
     the named object's colour and shape (or character), or, for a counting pointer, how many there
     are. The grounding loss teaches where to look; this teaches the look to bring back what the
     answer needs (through the values of the image tokens), which the answers alone taught too slowly.
+    A second one asks the same of the token that predicts the answer, a few layers on: the hop from
+    the phrase to the answer.
     """
 
     def __init__(self, width: int):

@@ -70,6 +70,7 @@ GROUNDING_HEADS = 2
 # Where model.PointerReadout reads (the layer whose output it probes): the phrase token right after
 # it has looked, and the token that predicts the answer, which has to fetch that from the phrase.
 READOUTS = {"pointer": POINTER_LAYER, "answer": 3}
+READOUT_TARGETS = ("colour", "shape", "count")
 # Kinds of grounding target per token (see encode).
 NO_FOCUS, POINTER_FOCUS, COUNTING_FOCUS, CAPTION_FOCUS = range(4)
 
@@ -89,7 +90,8 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
       grounding heads look from a token, what they should attend to (focus_kind, and the owners,
       focus_owners): from the last token of a question's pointer phrase, and from each token that
       predicts a word of a caption's object phrase; and what a pointer token should know once it
-      has looked (pointer_colour, pointer_shape, pointer_count; -100 elsewhere)."""
+      has looked (pointer_colour, pointer_shape, pointer_count; -100 elsewhere) and what the token
+      predicting a one-pointer answer should know (answer_colour, ...)."""
     encoding = tokenizer(example.text, return_offsets_mapping=True)
     kept = np.flatnonzero(example.image_keep) if thin else np.arange(IMAGE_TOKENS)
     ids, labels, positions, answers, owners, centres, spans = [], [], [], [], [], [], []
@@ -120,7 +122,7 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
     sizes = {a: answers.count(a) for a in set(answers)}
     focus_kind = np.full(len(ids), NO_FOCUS, dtype=np.int64)
     focus_owners = np.zeros((len(ids), OWNER_SLOTS), dtype=np.float32)
-    readout = {f"{at}_{what}": np.full(len(ids), -100, dtype=np.int64) for at in READOUTS for what in ("colour", "shape", "count")}
+    readout = {f"{at}_{what}": np.full(len(ids), -100, dtype=np.int64) for at in READOUTS for what in READOUT_TARGETS}
     answer_starts = [start for start, _ in example.answer_spans]
     pointers_before = {}  # answer start -> the pointer foci of its question
     for focus in example.focus:
@@ -134,14 +136,13 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
         for index in looking:
             focus_owners[index, list(focus.owners)] = 1
         if not focus.caption:
-            readout["pointer_colour"][looking] = focus.colour
-            readout["pointer_shape"][looking] = focus.shape
-            readout["pointer_count"][looking] = focus.count
+            for what in READOUT_TARGETS:
+                readout[f"pointer_{what}"][looking] = getattr(focus, what)
     # The token that predicts a one-pointer question's answer is asked the same, a few layers on.
     for answer_start, foci in pointers_before.items():
         if len(foci) == 1:
             before = max(i for i in range(len(ids)) if spans[i][1] <= answer_start and spans[i] != (0, 0))
-            for what in ("colour", "shape", "count"):
+            for what in READOUT_TARGETS:
                 readout[f"answer_{what}"][before] = getattr(foci[0], what)
     return {
         "input_ids": np.array(ids),
