@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .generator import COLOURS, GRID, PATCH, SIZE, Scene, caption_prompt
+from .generator import COLOURS, SIZE, Scene, caption_prompt
 
 # CLIP's normalisation, which the exported preprocessor_config.json declares too.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -83,13 +83,12 @@ def training_example(seed: int) -> Example:
     questions = scene.questions(rng)
     asked = questions[: rng.randint(min(2, len(questions)), len(questions))]
     turns = [(q.text, q.answer) for q in asked]
-    captioned = rng.random() < 0.5
-    if captioned:
+    if rng.random() < 0.5:
         caption_turn = rng.randint(0, len(turns))
         turns.insert(caption_turn, (caption_prompt(rng), scene.caption()))
         asked.insert(caption_turn, None)
     text, spans = conversation(turns)
-    patch_colours, patch_owners, patch_centres, owner_shapes = scene.patch_labels()
+    patch_colours, patch_owners, centre_owners, owner_shapes = scene.patch_labels()
     focus = []
     for question, (start, _) in zip(asked, spans):
         answer_start = start + 1  # after the space that opens every answer
@@ -97,9 +96,6 @@ def training_example(seed: int) -> Example:
             focus.extend(caption_focus(scene, text, answer_start))
         else:
             focus.extend(question_focus(scene, owner_shapes, question, text, start))
-    centre_owners = np.zeros(patch_owners.shape, dtype=np.int64)
-    for index, obj in enumerate(scene.objects):
-        centre_owners[int(obj.y) // PATCH * GRID + int(obj.x) // PATCH] = index + 1
     return Example(
         pixels=normalise(scene.render()),
         text=text,
@@ -109,7 +105,7 @@ def training_example(seed: int) -> Example:
         shapes=sorted({o.shape for o in scene.objects}),
         patch_colours=patch_colours,
         patch_owners=patch_owners,
-        patch_centres=patch_centres,
+        patch_centres=(centre_owners > 0).astype(np.float32),
         owner_shapes=owner_shapes,
         owner_places=owner_places(scene),
         image_keep=thinned_image(rng, patch_owners) | (centre_owners > 0),

@@ -114,8 +114,9 @@ class Scene:
     def patch_labels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
         """What the GRID x GRID patches show, for the vision tower's training probe: per patch,
         its colour class (0 none, 1.. in COLOURS order), its owner (0 none, 1.. the objects in
-        order, then the glyph) and whether an object's centre lies in it; and the shape class of
-        each owner (SHAPES, then one class per glyph), in owner order."""
+        order, then the glyph) and the object whose centre lies in it (0 none; numbered like
+        owners); and the shape class of each owner (SHAPES, then one class per glyph), in owner
+        order."""
         mask = Image.new("L", (SIZE, SIZE), 0)
         draw = ImageDraw.Draw(mask)
         for index, obj in enumerate(self.objects):
@@ -129,9 +130,9 @@ class Scene:
         owner = counts.argmax(axis=1)
         owner[counts.max(axis=1) < PATCH_COVER * PATCH * PATCH] = 0
         colour_of = [0] + [list(COLOURS).index(o.colour) + 1 for o in self.objects] + [0]
-        centres = np.zeros(GRID * GRID, dtype=np.float32)
-        for obj in self.objects:
-            centres[int(obj.y) // PATCH * GRID + int(obj.x) // PATCH] = 1
+        centres = np.zeros(GRID * GRID, dtype=np.int64)
+        for index, obj in enumerate(self.objects):
+            centres[int(obj.y) // PATCH * GRID + int(obj.x) // PATCH] = index + 1
         owner_shapes = [SHAPES.index(o.shape) for o in self.objects]
         if self.glyph is not None:
             owner_shapes.append(len(SHAPES) + GLYPHS.index(self.glyph.text))
