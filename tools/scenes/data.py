@@ -141,18 +141,16 @@ def caption_focus(scene: Scene, text: str, start: int) -> list[Focus]:
     return focus
 
 
-# Share of training conversations that see every image token; the others see every object patch
-# and a random share of the background (THINNED_BACKGROUND), at the background's own positions.
-FULL_IMAGE_SHARE = 0.25
+# A thinned image keeps every object patch and this share of the background (drawn per
+# conversation), at the background's own positions.
 THINNED_BACKGROUND = (0.1, 0.5)
 
 
 def thinned_image(rng: random.Random, patch_owners: np.ndarray) -> np.ndarray:
     """Which image tokens a training conversation keeps. Background tokens are most of the 576 and
     carry nothing a question asks, so dropping many of them makes a language-model step about twice
-    as cheap; the model also learns to answer from a part of the image, as reductions make it do."""
-    if rng.random() < FULL_IMAGE_SHARE:
-        return np.ones(patch_owners.shape, dtype=bool)
+    as cheap; the model also learns to answer from a part of the image, as reductions make it do.
+    Whether a conversation is thinned at all is decided per batch (train.SceneBatches)."""
     share = rng.uniform(*THINNED_BACKGROUND)
     noise = np.random.default_rng(rng.randrange(1 << 30)).random(patch_owners.shape)
     return (patch_owners > 0) | (noise < share)

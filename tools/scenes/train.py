@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import LlavaForConditionalGeneration
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from fixturegen.tokenizer import build_llama_tokenizer
 
@@ -198,10 +199,17 @@ def collate(examples, tokenizer, image_token_id: int, pad_id: int, thin: bool = 
     }
 
 
+# One language-model batch in this many sees whole images; the others thinned ones. Decided per
+# batch rather than per conversation because a batch is padded to its longest: one whole image among
+# thinned ones made every row 576 image tokens long.
+FULL_IMAGE_EVERY = 4
+
+
 class SceneBatches(torch.utils.data.Dataset):
     """Batch `i` of a training phase: scenes `first + i * size` onward, collated. A dataset so that
     worker processes can draw and render scenes while the model trains (on a GPU, rendering on one
-    core would be the bottleneck); batch `i` is the same whichever process makes it."""
+    core would be the bottleneck); batch `i` is the same whichever process makes it. When `thin`,
+    every FULL_IMAGE_EVERY-th batch still shows whole images."""
 
     def __init__(self, first: int, size: int, steps: int, tokenizer, image_token_id: int, pad_id: int, thin: bool):
         self.first, self.size, self.steps, self.thin = first, size, steps, thin
@@ -212,7 +220,8 @@ class SceneBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         examples = [training_example(self.first + index * self.size + i) for i in range(self.size)]
-        return collate(examples, self.tokenizer, self.image_token_id, self.pad_id, self.thin)
+        thin = self.thin and index % FULL_IMAGE_EVERY != 0
+        return collate(examples, self.tokenizer, self.image_token_id, self.pad_id, thin)
 
 
 def vision_features(model, pixel_values: torch.Tensor, attentions: bool = False):
@@ -240,20 +249,21 @@ def language_losses(model, readouts, batch, image_token_id: int) -> tuple[torch.
     embeds = inner.language_model.embed_tokens(batch["input_ids"])
     slots = (batch["input_ids"] == image_token_id).unsqueeze(-1)
     embeds = embeds.masked_scatter(slots, features.to(embeds.dtype))
-    output = inner.language_model(
-        inputs_embeds=embeds,
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        output_attentions=True,
-        output_hidden_states=True,
-    )
+    layers = inner.language_model.layers
+    with AttentionInputs(layers[POINTER_LAYER].self_attn) as pointer, AttentionInputs(layers[CAPTION_LAYER].self_attn) as caption:
+        output = inner.language_model(
+            inputs_embeds=embeds,
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+            output_hidden_states=True,
+        )
     targets = batch["labels"][:, 1:]
     learned = targets != -100
     logits = model.lm_head(output.last_hidden_state[:, :-1][learned])
     weights = batch["label_weights"][:, 1:][learned]
     lm_loss = (F.cross_entropy(logits, targets[learned], reduction="none") * weights).sum() / weights.sum()
-    question_loss, question_mass = grounding_loss(output.attentions[POINTER_LAYER], batch, (POINTER_FOCUS, COUNTING_FOCUS))
-    caption_loss, caption_mass = grounding_loss(output.attentions[CAPTION_LAYER], batch, (CAPTION_FOCUS,))
+    question_loss, question_mass = grounding_loss(pointer, batch, (POINTER_FOCUS, COUNTING_FOCUS))
+    caption_loss, caption_mass = grounding_loss(caption, batch, (CAPTION_FOCUS,))
     # hidden_states[0] is the embeddings: a layer's output is one further on.
     readout_loss, readout_hits = 0, {}
     for at, layer in READOUTS.items():
@@ -268,23 +278,62 @@ def language_losses(model, readouts, batch, image_token_id: int) -> tuple[torch.
     return lm_loss, question_loss + caption_loss + readout_loss, scores
 
 
-def grounding_loss(attention: torch.Tensor, batch, kinds: tuple[int, ...]) -> tuple[torch.Tensor, float]:
-    """Cross-entropy of the grounding heads' attention (B, heads, T, T) against their targets at the
-    tokens whose focus kind is one of `kinds`: uniform over the target owners' image tokens, or, when
-    counting, over their centre tokens and the first token. Teaching the look-up directly is what
-    lets a small language model trained on a CPU find "the triangle" among 576 image tokens; from
-    the answers alone it kept answering from the question. Returns the loss and the mass the heads
-    put on their targets."""
-    rows, columns = torch.nonzero(torch.isin(batch["focus_kind"], torch.tensor(kinds, device=attention.device)), as_tuple=True)
+class AttentionInputs:
+    """Within its `with` block, holds what an attention layer was last called with (its normed input
+    and its rotary cos/sin), so `weights` can recompute the attention of a few heads from a few
+    tokens. The model itself then runs with SDPA, which returns no weights: asking every layer for
+    its full weights (eager attention) made a training step ~40 % slower, and the grounding loss
+    needs a handful of rows of two layers."""
+
+    def __init__(self, attention):
+        self.attention = attention
+
+    def __enter__(self):
+        def keep(module, args, kwargs):
+            self.hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            self.cos, self.sin = kwargs["position_embeddings"]
+
+        self.handle = self.attention.register_forward_pre_hook(keep, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+    def weights(self, rows: torch.Tensor, columns: torch.Tensor, attention_mask: torch.Tensor, heads: int) -> torch.Tensor:
+        """Attention (N, heads, T) of the first `heads` heads from token `columns[n]` of sequence
+        `rows[n]`: the causal, padding-masked softmax the layer computed, with gradients."""
+        attention, hidden = self.attention, self.hidden
+        batch, length, _ = hidden.shape
+        size = attention.head_dim
+        queries = attention.q_proj(hidden[rows, columns]).view(-1, attention.config.num_attention_heads, size)[:, :heads]
+        keys = attention.k_proj(hidden).view(batch, length, -1, size).transpose(1, 2)  # (B, kv heads, T, d)
+        keys = keys[:, torch.arange(heads, device=keys.device) // attention.num_key_value_groups]
+        cos, sin = self.cos, self.sin
+        queries, _ = apply_rotary_pos_emb(queries.unsqueeze(2), queries.unsqueeze(2), cos[rows, columns][:, None], sin[rows, columns][:, None])
+        keys, _ = apply_rotary_pos_emb(keys, keys, cos, sin)
+        scores = torch.einsum("nhd,nhtd->nht", queries.squeeze(2), keys[rows]) * attention.scaling
+        positions = torch.arange(length, device=hidden.device)
+        allowed = (positions[None] <= columns[:, None]) & attention_mask[rows].bool()
+        return scores.masked_fill(~allowed[:, None], float("-inf")).softmax(-1)
+
+
+def grounding_loss(looked: AttentionInputs, batch, kinds: tuple[int, ...]) -> tuple[torch.Tensor, float]:
+    """Cross-entropy of the grounding heads' attention against their targets at the tokens whose
+    focus kind is one of `kinds`: uniform over the target owners' image tokens, or, when counting,
+    over their centre tokens and the first token. Teaching the look-up directly is what lets a small
+    language model trained on a CPU find "the triangle" among 576 image tokens; from the answers
+    alone it kept answering from the question. Returns the loss and the mass the heads put on their
+    targets."""
+    rows, columns = torch.nonzero(torch.isin(batch["focus_kind"], torch.tensor(kinds, device=batch["focus_kind"].device)), as_tuple=True)
     if rows.numel() == 0:
-        return attention.new_zeros(()), float("nan")
+        return looked.hidden.new_zeros(()), float("nan")
     counting = batch["focus_kind"][rows, columns] == COUNTING_FOCUS
     owners = torch.where(counting.unsqueeze(-1), batch["token_centres"][rows], batch["token_owners"][rows])  # (N, T)
     wanted = batch["focus_owners"][rows, columns]  # (N, slots); slot 0 ("no owner") is never a target
     target = wanted.gather(1, owners)  # (N, T)
     target[:, 0] += counting.to(target.dtype)  # the first token, when counting
     target = target.unsqueeze(1).expand(-1, GROUNDING_HEADS, -1)  # the same for every grounding head
-    probabilities = attention[rows, :GROUNDING_HEADS, columns]  # (N, heads, T)
+    probabilities = looked.weights(rows, columns, batch["attention_mask"], GROUNDING_HEADS)  # (N, heads, T)
     total = target.sum(-1)
     valid = total > 0
     target = target[valid] / total[valid].unsqueeze(-1)
@@ -352,6 +401,11 @@ def main() -> None:
     )
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--save-every", type=int, default=500)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the training state the last save left beside --out (the same command otherwise)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -371,8 +425,9 @@ def main() -> None:
     base = (args.seed + 1) * 10_000_000
     started = time.time()
 
-    def batches(first_scene: int, size: int, steps: int, thin: bool):
+    def batches(first_scene: int, size: int, steps: int, thin: bool, start: int = 0):
         scenes = SceneBatches(base + first_scene, size, steps, tokenizer, image_token_id, pad_id, thin)
+        scenes = torch.utils.data.Subset(scenes, range(start, steps))
         loader = torch.utils.data.DataLoader(scenes, batch_size=None, num_workers=args.workers)
         return ({k: v.to(args.device) for k, v in batch.items()} for batch in loader)
 
@@ -388,7 +443,9 @@ def main() -> None:
         tower.load_state_dict(LlavaForConditionalGeneration.from_pretrained(args.tower_from).model.vision_tower.state_dict())
     tower_parameters = list(tower.parameters()) + list(probe.parameters())
     optimiser = torch.optim.AdamW(tower_parameters, lr=args.tower_lr, betas=(0.9, 0.98), weight_decay=0.05)
-    tower_steps = 0 if args.tower_from is not None else args.tower_steps
+    state_path = args.out.with_name(args.out.name + ".training-state.pt")
+    resumed = torch.load(state_path, map_location=args.device) if args.resume else None
+    tower_steps = 0 if args.tower_from is not None or resumed is not None else args.tower_steps
     for step, batch in enumerate(batches(0, args.tower_batch, tower_steps, thin=False)):
         set_learning_rate(optimiser, learning_rate(step, args.tower_steps, args.tower_lr, args.warmup))
         loss, accuracy = tower_losses(model, probe, batch)
@@ -407,11 +464,12 @@ def main() -> None:
     tower.requires_grad_(False)
     tower.eval()
     tower.set_attn_implementation("sdpa")  # no attention weights needed from here on
-    # The grounding loss reads the language model's attention weights, which only eager returns.
-    model.model.language_model.set_attn_implementation("eager")
     # Calibrated on the tower phase's first scenes (the language phase's come after them).
     calibrate_projector(model, next(iter(batches(0, args.batch, 1, thin=False))))
     readouts = torch.nn.ModuleDict({at: PointerReadout(config.text_config.hidden_size) for at in READOUTS}).to(args.device)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        readouts.load_state_dict(resumed["readouts"])
     language_parameters = [p for p in model.parameters() if p.requires_grad] + list(readouts.parameters())
     # The grounding layers' queries and keys learn at a higher rate: fitted alone on the same
     # features, a query/key pair finds the named object within a few hundred steps at 1e-2, while
@@ -428,8 +486,11 @@ def main() -> None:
         betas=(0.9, 0.98),
         weight_decay=0.05,
     )
+    if resumed is not None:
+        optimiser.load_state_dict(resumed["optimiser"])
+    start = 0 if resumed is None else resumed["language_steps_done"]
     first_language_scene = args.tower_steps * args.tower_batch
-    for step, batch in enumerate(batches(first_language_scene, args.batch, args.steps, thin=True)):
+    for step, batch in enumerate(batches(first_language_scene, args.batch, args.steps, thin=True, start=start), start=start):
         set_learning_rate(optimiser, learning_rate(step, args.steps, args.lr, args.warmup))
         lm_loss, focus_loss, scores = language_losses(model, readouts, batch, image_token_id)
         optimiser.zero_grad(set_to_none=True)
@@ -452,6 +513,10 @@ def main() -> None:
                 "last_lm_loss": round(lm_loss.item(), 4),
             }
             save(model, tokenizer, args.out, note)
+            # Everything a resumed run needs to go on as this one would have (f32 weights, the
+            # probes, Adam's moments); beside the model, which is what ships.
+            state = {"model": model.state_dict(), "readouts": readouts.state_dict(), "optimiser": optimiser.state_dict()}
+            torch.save(state | {"language_steps_done": step + 1}, state_path)
 
 
 @torch.no_grad()
