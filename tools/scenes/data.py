@@ -1,8 +1,9 @@
 """Training examples and the held-out evaluation set, both drawn from the scene generator.
 
-A training example is one scene and a conversation about it: a few question/answer turns and,
-often, a caption turn, in the model's chat format. Only the answers (and the end-of-sequence token
-closing each) are learned.
+A training example is one scene and many question/answer turns about it, one of them a caption,
+packed into one sequence: every turn sees the image but not the other turns, so each is the
+single-question prompt the model answers at run time. Only the answers (and the end-of-sequence
+token closing each) are learned.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Example:
     image_keep: np.ndarray  # (576,) bool: the image tokens the language model sees when thinned
     centre_owners: np.ndarray  # (576,) the owner whose centre lies in the patch, else 0
     focus: list[Focus]  # where the language model is taught to look, and from which tokens
+    turn_starts: list[int]  # characters of `text` where each packed turn begins
 
 
 @dataclass(frozen=True)
@@ -63,31 +65,40 @@ class Focus:
     count: int = -100
 
 
-def conversation(turns: list[tuple[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The turns in the exported chat template's format, `USER: <image>\nQ ASSISTANT: A</s>USER: Q ...`,
-    and the character span of each answer with its closing `</s>` (what the loss covers)."""
-    text, spans = "", []
-    for index, (question, answer) in enumerate(turns):
-        image = f"{IMAGE_PLACEHOLDER}\n" if index == 0 else ""
-        text += f"USER: {image}{question} ASSISTANT:"
+def packed_turns(turns: list[tuple[str, str]]) -> tuple[str, list[tuple[int, int]], list[int]]:
+    """The turns as one text, `USER: <image>\nQ1 ASSISTANT: A1</s>Q2 ASSISTANT: A2</s>...`: the
+    shared prefix is the exported chat template's prompt up to the question, and each turn is what
+    follows it in a single-question prompt. Returns the text, the character span of each answer
+    with its closing `</s>` (what the loss covers) and where each turn begins. The attention mask
+    (train.collate) keeps the turns apart, and each starts at the position right after the prefix."""
+    text, spans, starts = f"USER: {IMAGE_PLACEHOLDER}\n", [], []
+    for question, answer in turns:
+        starts.append(len(text))
+        text += f"{question} ASSISTANT:"
         start = len(text)
         text += f" {answer}{END_OF_TURN}"
         spans.append((start, len(text)))
-    return text, spans
+    return text, spans, starts
+
+
+# Rounds of `Scene.questions` (one question of each kind a round, about objects drawn afresh) per
+# training example. The image tokens dominate a step's cost and packed turns share them, so more
+# questions cost little and give the step more answers to learn from.
+QUESTION_ROUNDS = 3
 
 
 def training_example(seed: int) -> Example:
     rng = random.Random(seed)
     scene = Scene.sample(rng)
-    # Several turns per image: the 576 image tokens dominate the cost, each turn adds a few tokens.
-    questions = scene.questions(rng)
-    asked = questions[: rng.randint(min(2, len(questions)), len(questions))]
-    turns = [(q.text, q.answer) for q in asked]
-    if rng.random() < 0.5:
-        caption_turn = rng.randint(0, len(turns))
-        turns.insert(caption_turn, (caption_prompt(rng), scene.caption()))
-        asked.insert(caption_turn, None)
-    text, spans = conversation(turns)
+    asked, seen = [], set()
+    for _ in range(QUESTION_ROUNDS):
+        for question in scene.questions(rng):
+            if question.text not in seen:
+                seen.add(question.text)
+                asked.append(question)
+    asked.insert(rng.randint(0, len(asked)), None)  # the caption turn
+    turns = [(caption_prompt(rng), scene.caption()) if q is None else (q.text, q.answer) for q in asked]
+    text, spans, turn_starts = packed_turns(turns)
     patch_colours, patch_owners, centre_owners, owner_shapes = scene.patch_labels()
     focus = []
     for question, (start, _) in zip(asked, spans):
@@ -111,6 +122,7 @@ def training_example(seed: int) -> Example:
         image_keep=thinned_image(rng, patch_owners) | (centre_owners > 0),
         centre_owners=centre_owners,
         focus=focus,
+        turn_starts=turn_starts,
     )
 
 

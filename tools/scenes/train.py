@@ -83,7 +83,8 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
       example's `image_keep` ones when `thin`);
     - labels (-100 where no loss applies);
     - positions: a thinned image keeps its tokens' own positions, so text after it sits where it
-      always does;
+      always does; every packed turn starts right after the image's prefix (data.packed_turns);
+    - turns: 0 for the shared prefix (first token, `USER:`, the image), 1.. for the packed turns;
     - weights: one over its answer's token count, so that every answer weighs the same. A caption
       is many tokens and a one-word answer two; weighted by token, captions would take most of the
       gradient, and the short answers that need the image most would take little;
@@ -95,9 +96,14 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
       predicting a one-pointer answer should know (answer_colour, ...)."""
     encoding = tokenizer(example.text, return_offsets_mapping=True)
     kept = np.flatnonzero(example.image_keep) if thin else np.arange(IMAGE_TOKENS)
-    ids, labels, positions, answers, owners, centres, spans = [], [], [], [], [], [], []
-    images, position = 0, 0
+    ids, labels, positions, answers, owners, centres, spans, turns = [], [], [], [], [], [], [], []
+    images, position, turn = 0, 0, 0
     for token, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"]):
+        if turn < len(example.turn_starts) and start >= example.turn_starts[turn]:
+            if turn == 0:
+                prefix_end = position
+            position = prefix_end
+            turn += 1
         if token == image_token_id:
             images += 1
             ids.extend([image_token_id] * len(kept))
@@ -107,9 +113,11 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
             owners.extend(example.patch_owners[kept].tolist())
             centres.extend(example.centre_owners[kept].tolist())
             spans.extend([(0, 0)] * len(kept))
+            turns.extend([0] * len(kept))
             position += IMAGE_TOKENS
             continue
         ids.append(token)
+        turns.append(turn)
         positions.append(position)
         position += 1
         answer = next((i for i, (lo, hi) in enumerate(example.answer_spans) if lo <= start < hi), -1)
@@ -154,6 +162,7 @@ def encode(tokenizer, example, image_token_id: int, thin: bool) -> dict[str, np.
         "token_centres": np.array(centres),
         "focus_kind": focus_kind,
         "focus_owners": focus_owners,
+        "turns": np.array(turns),
         **readout,
     }
 
@@ -171,6 +180,7 @@ def collate(examples, tokenizer, image_token_id: int, pad_id: int, thin: bool = 
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for row, e in enumerate(encoded):
         mask[row, : len(e["input_ids"])] = 1
+    sequences["turns"][mask == 0] = -1
     # Slot 0 is "no owner"; slots without an object keep -100 (no loss).
     owner_shapes = torch.full((len(examples), OWNER_SLOTS), -100, dtype=torch.long)
     for row, e in enumerate(examples):
@@ -192,7 +202,7 @@ def collate(examples, tokenizer, image_token_id: int, pad_id: int, thin: bool = 
         "owner_places": owner_places,
         "patch_centres": torch.from_numpy(np.stack([e.patch_centres for e in examples])),
         **sequences,
-        "attention_mask": mask,
+        "attention_mask": turn_mask(sequences["turns"]),
         "image_keep": torch.from_numpy(np.stack([e.image_keep if thin else np.ones(IMAGE_TOKENS, dtype=bool) for e in examples])),
         "count": torch.tensor([e.count for e in examples]),
         "present": present,
@@ -203,6 +213,17 @@ def collate(examples, tokenizer, image_token_id: int, pad_id: int, thin: bool = 
 # batch rather than per conversation because a batch is padded to its longest: one whole image among
 # thinned ones made every row 576 image tokens long.
 FULL_IMAGE_EVERY = 4
+
+
+def turn_mask(turns: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) boolean attention mask of packed turns (`turns`: (B, T), -1 for padding): causal,
+    and a token sees the shared prefix (turn 0) and its own turn only. Padding sees itself, so that
+    no softmax row is empty."""
+    length = turns.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    query, key = turns.unsqueeze(2), turns.unsqueeze(1)
+    visible = causal & (key >= 0) & ((key == 0) | (key == query))
+    return (visible | torch.eye(length, dtype=torch.bool)).unsqueeze(1)
 
 
 class SceneBatches(torch.utils.data.Dataset):
@@ -301,19 +322,19 @@ class AttentionInputs:
 
     def weights(self, rows: torch.Tensor, columns: torch.Tensor, attention_mask: torch.Tensor, heads: int) -> torch.Tensor:
         """Attention (N, heads, T) of the first `heads` heads from token `columns[n]` of sequence
-        `rows[n]`: the causal, padding-masked softmax the layer computed, with gradients."""
+        `rows[n]`: the softmax the layer computed under the (B, 1, T, T) `attention_mask`, with
+        gradients."""
         attention, hidden = self.attention, self.hidden
         batch, length, _ = hidden.shape
         size = attention.head_dim
-        queries = attention.q_proj(hidden[rows, columns]).view(-1, attention.config.num_attention_heads, size)[:, :heads]
+        queries = attention.q_proj(hidden).view(batch, length, -1, size)[:, :, :heads].transpose(1, 2)  # (B, heads, T, d)
         keys = attention.k_proj(hidden).view(batch, length, -1, size).transpose(1, 2)  # (B, kv heads, T, d)
         keys = keys[:, torch.arange(heads, device=keys.device) // attention.num_key_value_groups]
-        cos, sin = self.cos, self.sin
-        queries, _ = apply_rotary_pos_emb(queries.unsqueeze(2), queries.unsqueeze(2), cos[rows, columns][:, None], sin[rows, columns][:, None])
-        keys, _ = apply_rotary_pos_emb(keys, keys, cos, sin)
-        scores = torch.einsum("nhd,nhtd->nht", queries.squeeze(2), keys[rows]) * attention.scaling
-        positions = torch.arange(length, device=hidden.device)
-        allowed = (positions[None] <= columns[:, None]) & attention_mask[rows].bool()
+        queries, keys = apply_rotary_pos_emb(queries, keys, self.cos, self.sin)
+        # Every row of the few heads is cheap next to the layer; picking rows first would copy each
+        # selected row's sequence of keys.
+        scores = (queries @ keys.transpose(2, 3))[rows, :, columns] * attention.scaling
+        allowed = attention_mask[rows, 0, columns]
         return scores.masked_fill(~allowed[:, None], float("-inf")).softmax(-1)
 
 

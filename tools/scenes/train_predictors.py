@@ -59,12 +59,10 @@ def masked_softmax_attention(module, query, key, value, attention_mask, scaling,
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
 
 
-def additive_causal_mask(attention: torch.Tensor) -> torch.Tensor:
-    """[batch, 1, n, n] with 0 where a query may see a key (causal, key not padding), -inf elsewhere."""
-    n = attention.shape[1]
-    allowed = torch.tril(torch.ones(n, n, dtype=torch.bool))[None] & attention.bool()[:, None, :]
-    mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, float("-inf"))
-    return mask[:, None]
+def additive_mask(allowed: torch.Tensor) -> torch.Tensor:
+    """The boolean (B, 1, T, T) mask of train.collate as the masked softmax adds it: 0 where a query
+    may see a key, -inf elsewhere."""
+    return torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, float("-inf"))
 
 
 def gumbel_keep(logits: torch.Tensor, tau: float) -> torch.Tensor:
@@ -107,14 +105,13 @@ def main() -> None:
         tau = 1.0 * (0.1 / 1.0) ** (step / max(1, args.steps - 1))
         examples = [training_example(args.seed * 1_000_000 + step * args.batch + i) for i in range(args.batch)]
         batch = collate(examples, tokenizer, image_token_id, tokenizer.pad_token_id)
-        ids, attention = batch["input_ids"], batch["attention_mask"]
+        ids, positions = batch["input_ids"], batch["position_ids"]
         with torch.no_grad():
             vision = model.model.vision_tower(batch["pixel_values"], output_hidden_states=True)
             features = model.model.multi_modal_projector(vision.hidden_states[-2][:, 1:])
             states = lm.embed_tokens(ids).masked_scatter((ids == image_token_id)[..., None], features)
-            positions = torch.arange(ids.shape[1])[None].expand(ids.shape[0], -1)
             rope = lm.rotary_emb(states, position_ids=positions)
-            mask = additive_causal_mask(attention)
+            mask = additive_mask(batch["attention_mask"])
             text_config._attn_implementation = "sdpa"
             for layer in lm.layers[: args.sparse_layer]:
                 states = layer(states, attention_mask=mask, position_ids=positions, position_embeddings=rope)
@@ -128,7 +125,7 @@ def main() -> None:
         output_logits = predictors.output_text_score_predictor(states[answer_rows])
         image_keep = gumbel_keep(image_logits, tau)
         output_keep = gumbel_keep(output_logits, tau)
-        weights = attention.float().clone()
+        weights = (batch["turns"] >= 0).float()
         weights = weights.masked_scatter(image_rows, image_keep.reshape(-1))
         weights = weights.masked_scatter(answer_rows, output_keep)
         KeyWeights.value = weights
