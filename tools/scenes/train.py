@@ -27,7 +27,7 @@ from fixturegen.tokenizer import build_llama_tokenizer
 
 from .data import CLIP_MEAN, CLIP_STD, IMAGE_PLACEHOLDER, training_example
 from .generator import COLOURS, SHAPES, Scene, caption_prompt
-from .model import IMAGE_SIZE, IMAGE_TOKENS, OWNER_SLOTS, PATCH, PointerReadout, build, llava_config
+from .model import IMAGE_SIZE, IMAGE_TOKENS, OWNER_SLOTS, PATCH, GroupingHead, PointerReadout, build, llava_config
 
 # Token ids 0..BASE_VOCAB-1 are learned pieces (with the Llama-2 specials and byte fallback);
 # `<image>` and `<pad>` follow. 542 holds every piece BPE finds in the scene texts, so every word an
@@ -245,13 +245,15 @@ class SceneBatches(torch.utils.data.Dataset):
         return collate(examples, self.tokenizer, self.image_token_id, self.pad_id, thin)
 
 
-def vision_features(model, pixel_values: torch.Tensor, attentions: bool = False):
+def vision_features(model, pixel_values: torch.Tensor):
     """The tower's output with hidden states: LLaVA reads the penultimate layer's patches."""
-    return model.model.vision_tower(pixel_values, output_hidden_states=True, output_attentions=attentions)
+    return model.model.vision_tower(pixel_values, output_hidden_states=True)
 
 
 def tower_losses(model, probe, batch) -> tuple[torch.Tensor, dict[str, float]]:
-    return probe.loss(vision_features(model, batch["pixel_values"], attentions=True), batch)
+    with GroupingHead(model.model.vision_tower) as grouping:
+        vision = vision_features(model, batch["pixel_values"])
+    return probe.loss(vision, grouping.weights(), batch)
 
 
 def language_losses(model, readouts, batch, image_token_id: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
@@ -484,7 +486,6 @@ def main() -> None:
     # Phase 2: projector and language model on the conversations, the tower frozen.
     tower.requires_grad_(False)
     tower.eval()
-    tower.set_attn_implementation("sdpa")  # no attention weights needed from here on
     # Calibrated on the tower phase's first scenes (the language phase's come after them).
     calibrate_projector(model, next(iter(batches(0, args.batch, 1, thin=False))))
     readouts = torch.nn.ModuleDict({at: PointerReadout(config.text_config.hidden_size) for at in READOUTS}).to(args.device)
