@@ -411,7 +411,7 @@ def main() -> None:
     parser.add_argument(
         "--grounding-lr-scale", type=float, default=5.0, help="learning-rate factor of the grounding layers' queries and keys"
     )
-    parser.add_argument("--tower-steps", type=int, default=700, help="probe-only steps of the vision tower")
+    parser.add_argument("--tower-steps", type=int, default=1300, help="probe-only steps of the vision tower")
     parser.add_argument("--tower-batch", type=int, default=32)
     parser.add_argument("--tower-lr", type=float, default=3e-3)
     parser.add_argument(
