@@ -185,24 +185,33 @@ class SceneProbe(nn.Module):
         }
 
 
-class GroupingHead:
-    """Within its `with` block, keeps the input of the tower's GROUPING_LAYER attention, so that
-    `weights` can recompute its first head's attention, the one SceneProbe teaches to spread over a
-    patch's own object. The tower itself then runs with SDPA, which returns no weights; asking for
-    them (eager attention) made every layer materialise and return its full attention."""
+class AttentionInput:
+    """Within its `with` block, keeps what an attention module was last called with: its input
+    (`hidden`) and keyword arguments. The training probes that read attention recompute the few
+    heads (and rows) they need from it, so the models run with SDPA, which returns no weights;
+    asking for them (eager attention) makes every layer materialise and return all of its heads."""
 
-    def __init__(self, tower):
-        self.attention = tower.encoder.layers[GROUPING_LAYER].self_attn
+    def __init__(self, attention):
+        self.attention = attention
 
     def __enter__(self):
         def keep(module, args, kwargs):
             self.hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            self.kwargs = kwargs
 
         self.handle = self.attention.register_forward_pre_hook(keep, with_kwargs=True)
         return self
 
     def __exit__(self, *exc):
         self.handle.remove()
+
+
+class GroupingHead(AttentionInput):
+    """The tower's GROUPING_LAYER attention, whose first head SceneProbe teaches to spread over a
+    patch's own object."""
+
+    def __init__(self, tower):
+        super().__init__(tower.encoder.layers[GROUPING_LAYER].self_attn)
 
     def weights(self) -> torch.Tensor:
         """(B, T, T) softmax attention of the layer's first head, with gradients."""

@@ -27,7 +27,7 @@ from fixturegen.tokenizer import build_llama_tokenizer
 
 from .data import CLIP_MEAN, CLIP_STD, IMAGE_PLACEHOLDER, training_example
 from .generator import COLOURS, SHAPES, Scene, caption_prompt
-from .model import IMAGE_SIZE, IMAGE_TOKENS, OWNER_SLOTS, PATCH, GroupingHead, PointerReadout, build, llava_config
+from .model import IMAGE_SIZE, IMAGE_TOKENS, OWNER_SLOTS, PATCH, AttentionInput, GroupingHead, PointerReadout, build, llava_config
 
 # Token ids 0..BASE_VOCAB-1 are learned pieces (with the Llama-2 specials and byte fallback);
 # `<image>` and `<pad>` follow. 542 holds every piece BPE finds in the scene texts, so every word an
@@ -273,7 +273,7 @@ def language_losses(model, readouts, batch, image_token_id: int) -> tuple[torch.
     slots = (batch["input_ids"] == image_token_id).unsqueeze(-1)
     embeds = embeds.masked_scatter(slots, features.to(embeds.dtype))
     layers = inner.language_model.layers
-    with AttentionInputs(layers[POINTER_LAYER].self_attn) as pointer, AttentionInputs(layers[CAPTION_LAYER].self_attn) as caption:
+    with LanguageAttention(layers[POINTER_LAYER].self_attn) as pointer, LanguageAttention(layers[CAPTION_LAYER].self_attn) as caption:
         output = inner.language_model(
             inputs_embeds=embeds,
             attention_mask=batch["attention_mask"],
@@ -301,26 +301,10 @@ def language_losses(model, readouts, batch, image_token_id: int) -> tuple[torch.
     return lm_loss, question_loss + caption_loss + readout_loss, scores
 
 
-class AttentionInputs:
-    """Within its `with` block, holds what an attention layer was last called with (its normed input
-    and its rotary cos/sin), so `weights` can recompute the attention of a few heads from a few
-    tokens. The model itself then runs with SDPA, which returns no weights: asking every layer for
-    its full weights (eager attention) made a training step ~40 % slower, and the grounding loss
-    needs a handful of rows of two layers."""
-
-    def __init__(self, attention):
-        self.attention = attention
-
-    def __enter__(self):
-        def keep(module, args, kwargs):
-            self.hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            self.cos, self.sin = kwargs["position_embeddings"]
-
-        self.handle = self.attention.register_forward_pre_hook(keep, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
+class LanguageAttention(AttentionInput):
+    """A language-model attention layer, whose weights for a few heads from a few tokens the
+    grounding loss needs (a handful of rows of two layers; every layer's full weights made a step
+    ~40 % slower)."""
 
     def weights(self, rows: torch.Tensor, columns: torch.Tensor, attention_mask: torch.Tensor, heads: int) -> torch.Tensor:
         """Attention (N, heads, T) of the first `heads` heads from token `columns[n]` of sequence
@@ -332,7 +316,7 @@ class AttentionInputs:
         queries = attention.q_proj(hidden).view(batch, length, -1, size)[:, :, :heads].transpose(1, 2)  # (B, heads, T, d)
         keys = attention.k_proj(hidden).view(batch, length, -1, size).transpose(1, 2)  # (B, kv heads, T, d)
         keys = keys[:, torch.arange(heads, device=keys.device) // attention.num_key_value_groups]
-        queries, keys = apply_rotary_pos_emb(queries, keys, self.cos, self.sin)
+        queries, keys = apply_rotary_pos_emb(queries, keys, *self.kwargs["position_embeddings"])
         # Every row of the few heads is cheap next to the layer; picking rows first would copy each
         # selected row's sequence of keys.
         scores = (queries @ keys.transpose(2, 3))[rows, :, columns] * attention.scaling
@@ -340,7 +324,7 @@ class AttentionInputs:
         return scores.masked_fill(~allowed[:, None], float("-inf")).softmax(-1)
 
 
-def grounding_loss(looked: AttentionInputs, batch, kinds: tuple[int, ...]) -> tuple[torch.Tensor, float]:
+def grounding_loss(looked: LanguageAttention, batch, kinds: tuple[int, ...]) -> tuple[torch.Tensor, float]:
     """Cross-entropy of the grounding heads' attention against their targets at the tokens whose
     focus kind is one of `kinds`: uniform over the target owners' image tokens, or, when counting,
     over their centre tokens and the first token. Teaching the look-up directly is what lets a small
