@@ -450,10 +450,19 @@ def main() -> None:
         tower.load_state_dict(LlavaForConditionalGeneration.from_pretrained(args.tower_from).model.vision_tower.state_dict())
     tower_parameters = list(tower.parameters()) + list(probe.parameters())
     optimiser = torch.optim.AdamW(tower_parameters, lr=args.tower_lr, betas=(0.9, 0.98), weight_decay=0.05)
+    # Each save also writes everything a resumed run needs to go on as this one would have (f32
+    # weights, the probes, Adam's moments), beside the model, which is what ships.
     state_path = args.out.with_name(args.out.name + ".training-state.pt")
     resumed = torch.load(state_path, map_location=args.device) if args.resume else None
-    tower_steps = 0 if args.tower_from is not None or resumed is not None else args.tower_steps
-    for step, batch in enumerate(batches(0, args.tower_batch, tower_steps, thin=False)):
+    resumed_phase = None if resumed is None else resumed["phase"]
+    tower_start = 0
+    if resumed_phase == "tower":
+        model.load_state_dict(resumed["model"])
+        probe.load_state_dict(resumed["probe"])
+        optimiser.load_state_dict(resumed["optimiser"])
+        tower_start = resumed["steps_done"]
+    tower_steps = 0 if args.tower_from is not None or resumed_phase == "language" else args.tower_steps
+    for step, batch in enumerate(batches(0, args.tower_batch, tower_steps, thin=False, start=tower_start), start=tower_start):
         set_learning_rate(optimiser, learning_rate(step, args.tower_steps, args.tower_lr, args.warmup))
         loss, accuracy = tower_losses(model, probe, batch)
         optimiser.zero_grad(set_to_none=True)
@@ -463,6 +472,9 @@ def main() -> None:
         if step % args.log_every == 0 or step == args.tower_steps - 1:
             scores = "  ".join(f"{k} {v:.3f}" for k, v in accuracy.items())
             print(f"tower {step:5d}  probe {loss.item():.4f}  {scores}  {elapsed()}", flush=True)
+        if (step + 1) % args.save_every == 0:
+            state = {"model": model.state_dict(), "probe": probe.state_dict(), "optimiser": optimiser.state_dict()}
+            torch.save(state | {"phase": "tower", "steps_done": step + 1}, state_path)
 
     if tower_steps:
         save(model, tokenizer, args.out, {"tower_steps": args.tower_steps, "language_steps_done": 0})
@@ -473,7 +485,7 @@ def main() -> None:
     # Calibrated on the tower phase's first scenes (the language phase's come after them).
     calibrate_projector(model, next(iter(batches(0, args.batch, 1, thin=False))))
     readouts = torch.nn.ModuleDict({at: PointerReadout(config.text_config.hidden_size) for at in READOUTS}).to(args.device)
-    if resumed is not None:
+    if resumed_phase == "language":
         model.load_state_dict(resumed["model"])
         readouts.load_state_dict(resumed["readouts"])
     language_parameters = [p for p in model.parameters() if p.requires_grad] + list(readouts.parameters())
@@ -492,9 +504,10 @@ def main() -> None:
         betas=(0.9, 0.98),
         weight_decay=0.05,
     )
-    if resumed is not None:
+    start = 0
+    if resumed_phase == "language":
         optimiser.load_state_dict(resumed["optimiser"])
-    start = 0 if resumed is None else resumed["language_steps_done"]
+        start = resumed["steps_done"]
     first_language_scene = args.tower_steps * args.tower_batch
     for step, batch in enumerate(batches(first_language_scene, args.batch, args.steps, thin=True, start=start), start=start):
         set_learning_rate(optimiser, learning_rate(step, args.steps, args.lr, args.warmup))
@@ -519,10 +532,8 @@ def main() -> None:
                 "last_lm_loss": round(lm_loss.item(), 4),
             }
             save(model, tokenizer, args.out, note)
-            # Everything a resumed run needs to go on as this one would have (f32 weights, the
-            # probes, Adam's moments); beside the model, which is what ships.
             state = {"model": model.state_dict(), "readouts": readouts.state_dict(), "optimiser": optimiser.state_dict()}
-            torch.save(state | {"language_steps_done": step + 1}, state_path)
+            torch.save(state | {"phase": "language", "steps_done": step + 1}, state_path)
 
 
 @torch.no_grad()
