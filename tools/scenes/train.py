@@ -455,6 +455,11 @@ def main() -> None:
     state_path = args.out.with_name(args.out.name + ".training-state.pt")
     resumed = torch.load(state_path, map_location=args.device) if args.resume else None
     resumed_phase = None if resumed is None else resumed["phase"]
+
+    def save_state(phase: str, steps_done: int, **parts) -> None:
+        state = {name: part.state_dict() for name, part in parts.items()}
+        torch.save(state | {"phase": phase, "steps_done": steps_done}, state_path)
+
     tower_start = 0
     if resumed_phase == "tower":
         model.load_state_dict(resumed["model"])
@@ -473,8 +478,7 @@ def main() -> None:
             scores = "  ".join(f"{k} {v:.3f}" for k, v in accuracy.items())
             print(f"tower {step:5d}  probe {loss.item():.4f}  {scores}  {elapsed()}", flush=True)
         if (step + 1) % args.save_every == 0:
-            state = {"model": model.state_dict(), "probe": probe.state_dict(), "optimiser": optimiser.state_dict()}
-            torch.save(state | {"phase": "tower", "steps_done": step + 1}, state_path)
+            save_state("tower", step + 1, model=model, probe=probe, optimiser=optimiser)
 
     if tower_steps:
         save(model, tokenizer, args.out, {"tower_steps": args.tower_steps, "language_steps_done": 0})
@@ -532,8 +536,7 @@ def main() -> None:
                 "last_lm_loss": round(lm_loss.item(), 4),
             }
             save(model, tokenizer, args.out, note)
-            state = {"model": model.state_dict(), "readouts": readouts.state_dict(), "optimiser": optimiser.state_dict()}
-            torch.save(state | {"phase": "language", "steps_done": step + 1}, state_path)
+            save_state("language", step + 1, model=model, readouts=readouts, optimiser=optimiser)
 
 
 @torch.no_grad()
